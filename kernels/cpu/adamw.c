@@ -1,0 +1,6 @@
+// adamw.c — PLACEHOLDER (owner: replace every body; keep the signatures)
+#include "cpu_ops.h"
+
+void cpu_adamw_update(Backend *be, float *param, const float *grad, float *m, float *v, size_t n, const AdamWParams *p, float grad_scale) {
+    DF_FATAL("cpu_adamw_update: placeholder, not written yet");
+}

@@ -1,0 +1,55 @@
+// cpu_ops.h — the CPU backend's op implementations, declared from the function types in backend.h
+// (one definition per op, in the family's file named beside each group), plus helpers shared by them.
+#ifndef DIFFURL_CPU_OPS_H
+#define DIFFURL_CPU_OPS_H
+
+#include "backend.h"
+
+// Threads the CPU backend was created with (OpenMP and OpenBLAS).
+int cpu_backend_threads(const Backend *be);
+
+// conv2d.c
+Conv2dForwardFn cpu_conv2d_forward;
+Conv2dBackwardFn cpu_conv2d_backward;
+// linear.c
+LinearForwardFn cpu_linear_forward;
+LinearBackwardFn cpu_linear_backward;
+LinearForwardBf16Fn cpu_linear_forward_bf16;
+// norm.c
+GroupNormForwardFn cpu_group_norm_forward;
+GroupNormBackwardFn cpu_group_norm_backward;
+LayerNormForwardFn cpu_layer_norm_forward;
+LayerNormBackwardFn cpu_layer_norm_backward;
+// activation.c
+ActivationForwardFn cpu_activation_forward;
+ActivationBackwardFn cpu_activation_backward;
+GegluForwardFn cpu_geglu_forward;
+GegluBackwardFn cpu_geglu_backward;
+// attention.c
+AttentionForwardFn cpu_attention_forward;
+AttentionBackwardFn cpu_attention_backward;
+// upsample.c
+Upsample2xForwardFn cpu_upsample2x_forward;
+Upsample2xBackwardFn cpu_upsample2x_backward;
+// timestep_embedding.c
+TimestepEmbeddingForwardFn cpu_timestep_embedding_forward;
+TimestepEmbeddingBackwardFn cpu_timestep_embedding_backward;
+// elementwise.c
+AxpbyFn cpu_axpby;
+AddBroadcastForwardFn cpu_add_broadcast_forward;
+AddBroadcastBackwardFn cpu_add_broadcast_backward;
+ConcatForwardFn cpu_concat_forward;
+ConcatBackwardFn cpu_concat_backward;
+// reduce.c
+ReduceSumForwardFn cpu_reduce_sum_forward;
+ReduceSumBackwardFn cpu_reduce_sum_backward;
+GlobalNormFn cpu_global_norm;
+// adamw.c
+AdamWUpdateFn cpu_adamw_update;
+// random.c
+GaussianFillFn cpu_gaussian_fill;
+// cast.c
+CastF32ToBf16Fn cpu_cast_f32_to_bf16;
+CastBf16ToF32Fn cpu_cast_bf16_to_f32;
+
+#endif  // DIFFURL_CPU_OPS_H

@@ -1,0 +1,154 @@
+// test_util.c — see harness.h.
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int test_failures = 0;
+int test_checks = 0;
+
+bool test_check(bool cond, const char *file, int line, const char *fmt, ...) {
+    test_checks++;
+    if (!cond || getenv("TEST_VERBOSE")) {
+        if (!cond) test_failures++;
+        fprintf(cond ? stdout : stderr, "%s %s:%d: ", cond ? "PASS" : "FAIL", file, line);
+        va_list args;
+        va_start(args, fmt);
+        vfprintf(cond ? stdout : stderr, fmt, args);
+        va_end(args);
+        fputc('\n', cond ? stdout : stderr);
+    }
+    return cond;
+}
+
+TestRng test_rng(uint64_t seed) { return (TestRng){seed * 0x9E3779B97F4A7C15ull + 1}; }
+
+static uint64_t next_u64(TestRng *rng) {
+    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double test_uniform(TestRng *rng, double lo, double hi) {
+    return lo + (hi - lo) * ((double)(next_u64(rng) >> 11) * (1.0 / 9007199254740992.0));
+}
+
+double test_normal(TestRng *rng) {
+    double u1 = test_uniform(rng, 0.0, 1.0), u2 = test_uniform(rng, 0.0, 1.0);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+}
+
+void fill_uniform(TestRng *rng, float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)test_uniform(rng, lo, hi);
+}
+
+void fill_normal(TestRng *rng, float *x, size_t n, float stddev) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(stddev * test_normal(rng));
+}
+
+float *test_alloc_normal(TestRng *rng, size_t n, float stddev) {
+    float *x = DF_MALLOC(n * sizeof(float), "test tensor");
+    fill_normal(rng, x, n, stddev);
+    return x;
+}
+
+float *test_alloc_copy(const float *x, size_t n) {
+    float *y = DF_MALLOC(n * sizeof(float), "test tensor copy");
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+double rel_error(const float *a, const float *b, size_t n) {
+    double diff = 0.0, ref = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        double d = (double)a[i] - (double)b[i];
+        diff += d * d;
+        ref += (double)b[i] * (double)b[i];
+    }
+    return ref > 0.0 ? sqrt(diff / ref) : sqrt(diff);
+}
+
+double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;  // NaN propagates
+    }
+    return m;
+}
+
+bool check_close(const char *what, const float *got, const float *want, size_t n, double tol) {
+    double err = rel_error(got, want, n);
+    bool ok = CHECK(err <= tol, "%s: rel error %.3e (tol %.1e, n=%zu, max abs diff %.3e)", what, err, tol, n,
+                    max_abs_diff(got, want, n));
+    if (ok) printf("  ok  %-48s rel err %.2e\n", what, err);
+    return ok;
+}
+
+double dot_f64(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+bool check_grad_fd(const char *what, LossFn loss, void *ctx, float *x, size_t n, const float *analytic,
+                   int samples, double h, double tol, TestRng *rng) {
+    size_t count = (samples <= 0 || (size_t)samples >= n) ? n : (size_t)samples;
+    double diff = 0.0, ref = 0.0;
+    for (size_t s = 0; s < count; s++) {
+        size_t i = count == n ? s : (size_t)test_uniform(rng, 0.0, (double)n);
+        if (i >= n) i = n - 1;
+        float saved = x[i];
+        x[i] = (float)(saved + h);
+        double plus = loss(ctx);
+        x[i] = (float)(saved - h);
+        double minus = loss(ctx);
+        x[i] = saved;
+        // the actual step after fp32 rounding of x ± h
+        double step = (double)(float)(saved + h) - (double)(float)(saved - h);
+        double fd = (plus - minus) / step;
+        diff += (fd - analytic[i]) * (fd - analytic[i]);
+        ref += (double)analytic[i] * analytic[i];
+    }
+    double err = ref > 0.0 ? sqrt(diff / ref) : sqrt(diff);
+    bool ok = CHECK(err <= tol && ref > 0.0, "%s: finite-difference rel error %.3e (tol %.1e, %zu samples, |grad| %.3e)",
+                    what, err, tol, count, sqrt(ref));
+    if (ok) printf("  ok  %-48s fd rel err %.2e (%zu samples)\n", what, err, count);
+    return ok;
+}
+
+Backend *test_require_cuda(void) {
+    if (!cuda_compiled_in()) {
+        printf("SKIP: built without CUDA\n");
+        exit(TEST_SKIP_CODE);
+    }
+    if (cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device present\n");
+        exit(TEST_SKIP_CODE);
+    }
+    Backend *be = backend_cuda_create(0);
+    if (!be) {
+        printf("SKIP: %s\n", df_error_message());
+        exit(TEST_SKIP_CODE);
+    }
+    printf("device: %s\n", be->name);
+    return be;
+}
+
+float *dev_upload(Backend *be, const float *host, size_t n) {
+    float *d = be->alloc(be, n * sizeof(float));
+    be->upload(be, d, host, n * sizeof(float));
+    return d;
+}
+
+void dev_download(Backend *be, float *host, const float *dev, size_t n) {
+    be->download(be, host, dev, n * sizeof(float));
+}
+
+int test_finish(const char *suite) {
+    printf("%s: %d checks, %d failed\n", suite, test_checks, test_failures);
+    return test_failures ? 1 : 0;
+}
