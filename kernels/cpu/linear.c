@@ -1,14 +1,87 @@
-// linear.c — PLACEHOLDER (owner: replace every body; keep the signatures)
+// linear.c — fully connected layer on the CPU (fp32 reference, OpenBLAS sgemm).
+//
+//   forward:  out [M, N] = in [M, K] · weight [N, K]ᵀ + bias [N]          (bias may be NULL)
+//   backward: d_in     [M, K] = d_out · weight                            (written, =)
+//             d_weight [N, K] += d_outᵀ · in                              (accumulated, +=)
+//             d_bias   [N]    += Σ_m d_out[m, :]                          (accumulated, +=)
+//   bf16:     out [M, N] (bf16) = bf16→f32(in) · bf16→f32(weight)ᵀ + bias (fp32 GEMM, one rounding at the end)
+//
+// Row-major throughout; weight in PyTorch's [N_out, K_in] layout. Any gradient pointer may be NULL.
+// Deterministic: OpenBLAS splits GEMMs over M/N only (never K), and the bias column sums use a fixed
+// order per column.
+#include <string.h>
+
+#include <cblas.h>
+
 #include "cpu_ops.h"
 
-void cpu_linear_forward(Backend *be, float *out, const float *in, const float *weight, const float *bias, int M, int K, int N) {
-    DF_FATAL("cpu_linear_forward: placeholder, not written yet");
+// dst [N] += Σ_m src [M, N] over rows, in double, one thread per block of columns (each column is
+// summed in row order by exactly one thread, so the result does not depend on the thread count).
+static void column_sums_add(float *dst, const float *src, int M, int N) {
+    enum { COLS = 64 };
+    int blocks = (N + COLS - 1) / COLS;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < blocks; blk++) {
+        int j0 = blk * COLS, nj = N - j0 < COLS ? N - j0 : COLS;
+        double acc[COLS] = {0};
+        for (int m = 0; m < M; m++) {
+            const float *row = src + (size_t)m * N + j0;  // [nj]
+            for (int j = 0; j < nj; j++) acc[j] += row[j];
+        }
+        for (int j = 0; j < nj; j++) dst[j0 + j] = (float)((double)dst[j0 + j] + acc[j]);
+    }
 }
 
-void cpu_linear_backward(Backend *be, float *d_in, float *d_weight, float *d_bias, const float *d_out, const float *in, const float *weight, int M, int K, int N) {
-    DF_FATAL("cpu_linear_backward: placeholder, not written yet");
+void cpu_linear_forward(Backend *be, float *out, const float *in, const float *weight, const float *bias, int M,
+                        int K, int N) {
+    DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward: negative dimension");
+    if (M == 0 || N == 0) return;
+    // Start from the bias (or zero) and let the GEMM add to it (beta = 1).
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        float *row = out + (size_t)m * N;  // [N]
+        if (bias) memcpy(row, bias, (size_t)N * sizeof(float));
+        else memset(row, 0, (size_t)N * sizeof(float));
+    }
+    if (K == 0) return;
+    // out [M,N] += in [M,K] · weight[N,K]ᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, in, K, weight, K, 1.0f, out, N);
 }
 
-void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight, const float *bias, int M, int K, int N) {
-    DF_FATAL("cpu_linear_forward_bf16: placeholder, not written yet");
+void cpu_linear_backward(Backend *be, float *d_in, float *d_weight, float *d_bias, const float *d_out,
+                         const float *in, const float *weight, int M, int K, int N) {
+    DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_backward: negative dimension");
+    if (d_in && M > 0 && K > 0) {
+        if (N == 0) {
+            memset(d_in, 0, (size_t)M * K * sizeof(float));
+        } else {
+            // d_in [M,K] = d_out [M,N] · weight [N,K]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, d_out, N, weight, K, 0.0f,
+                        d_in, K);
+        }
+    }
+    if (M == 0 || N == 0) return;  // nothing to accumulate into the parameter gradients
+    if (d_weight && K > 0) {
+        // d_weight [N,K] += d_out[M,N]ᵀ · in [M,K]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, d_out, N, in, K, 1.0f, d_weight, K);
+    }
+    if (d_bias) column_sums_add(d_bias, d_out, M, N);
+}
+
+void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
+                             const float *bias, int M, int K, int N) {
+    DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward_bf16: negative dimension");
+    if (M == 0 || N == 0) return;
+    size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
+    // One scratch block: in_f [M,K] | w_f [N,K] | out_f [M,N]
+    float *scratch = DF_MALLOC((n_in + n_w + n_out) * sizeof(float), "linear_forward_bf16 scratch");
+    float *in_f = scratch, *w_f = scratch + n_in, *out_f = scratch + n_in + n_w;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_in; i++) in_f[i] = bf16_to_f32(in[i]);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_w; i++) w_f[i] = bf16_to_f32(weight[i]);
+    cpu_linear_forward(be, out_f, in_f, w_f, bias, M, K, N);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_out; i++) out[i] = f32_to_bf16(out_f[i]);
+    free(scratch);
 }
