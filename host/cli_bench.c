@@ -100,6 +100,10 @@ static void run_conv_bwd(Backend *be, void *p) {
     Args *x = p;
     be->conv2d_backward(be, &x->conv, x->e, x->f, x->g, x->c, x->a, x->b);
 }
+static void run_conv_bf16(Backend *be, void *p) {
+    Args *x = p;
+    be->conv2d_forward_bf16(be, &x->conv, x->hc, x->ha, x->hb, x->d);
+}
 static void run_linear_fwd(Backend *be, void *p) { Args *x = p; be->linear_forward(be, x->c, x->a, x->b, x->d, x->M, x->K, x->N); }
 static void run_linear_bwd(Backend *be, void *p) {
     Args *x = p;
@@ -268,6 +272,13 @@ static void bench_suite(Bench *b, const Preset *p) {
         record(b, name, shape, run_conv_fwd, &x, flops, 0);
         snprintf(name, sizeof name, "%s.bwd", convs[i].name);
         record(b, name, shape, run_conv_bwd, &x, 2.0 * flops, 0);
+        x.ha = pool_raw(&pool, n_in * 2);
+        x.hb = pool_raw(&pool, n_w * 2);
+        x.hc = pool_raw(&pool, n_out * 2);
+        be->cast_f32_to_bf16(be, x.ha, x.a, n_in);
+        be->cast_f32_to_bf16(be, x.hb, x.b, n_w);
+        snprintf(name, sizeof name, "%s_bf16.fwd", convs[i].name);
+        record(b, name, shape, run_conv_bf16, &x, flops, 0);
         pool_release(&pool);
     }
 

@@ -161,6 +161,11 @@ typedef void CastBf16ToF32Fn(Backend *be, float *out, const uint16_t *in, size_t
 typedef void LinearForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
                                  const float *bias, int M, int K, int N);
 
+// bf16 convolution for the mixed-precision path: out (bf16) = conv(in (bf16), weight (bf16)) + bias (fp32,
+// may be NULL), fp32 accumulation; same layouts as conv2d_forward.
+typedef void Conv2dForwardBf16Fn(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
+                                 const uint16_t *weight, const float *bias);
+
 // ---- the backend --------------------------------------------------------------------------------------
 
 struct Backend {
@@ -181,6 +186,7 @@ struct Backend {
     // ops
     Conv2dForwardFn *conv2d_forward;
     Conv2dBackwardFn *conv2d_backward;
+    Conv2dForwardBf16Fn *conv2d_forward_bf16;
     LinearForwardFn *linear_forward;
     LinearBackwardFn *linear_backward;
     LinearForwardBf16Fn *linear_forward_bf16;

@@ -53,6 +53,7 @@ Backend *backend_cpu_create(int threads) {
     be->destroy = cpu_destroy;
     be->conv2d_forward = cpu_conv2d_forward;
     be->conv2d_backward = cpu_conv2d_backward;
+    be->conv2d_forward_bf16 = cpu_conv2d_forward_bf16;
     be->linear_forward = cpu_linear_forward;
     be->linear_backward = cpu_linear_backward;
     be->linear_forward_bf16 = cpu_linear_forward_bf16;

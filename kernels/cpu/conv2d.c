@@ -7,6 +7,9 @@
 //             d_weight [Cout, KH, KW, Cin]   accumulated (+=)
 //             d_bias   [Cout]                accumulated (+=)
 //             any of them may be NULL.
+//   bf16:     out (bf16) = bf16(conv(f32(in), f32(weight)) + bias): the bf16 in/weight are widened to fp32, the
+//             fp32 forward above runs (bias [Cout] fp32, may be NULL, added in fp32), and the result is rounded
+//             to bf16 once (nearest even). The reference the CUDA bf16 op is tested against.
 //
 // Method: the OHWI weight is a row-major matrix Wm [Cout, KH*KW*Cin], and im2col of an NHWC image gives
 // col [Ho*Wo, KH*KW*Cin] whose column order (kh, kw, ci) matches Wm's. Then
@@ -192,4 +195,26 @@ void cpu_conv2d_backward(Backend *be, const Conv2dShape *s, float *d_in, float *
         }
     }
     free(col);
+}
+
+void cpu_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
+                             const uint16_t *weight, const float *bias) {
+    const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
+    check_shape(s, Ho, Wo, "conv2d_forward_bf16");
+    if (s->B == 0) return;
+    const size_t n_in = (size_t)s->B * s->H * s->W * s->C_in;
+    const size_t n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
+    const size_t n_out = (size_t)s->B * Ho * Wo * s->C_out;
+    // Widen to fp32 and run the fp32 path (bias included, added in fp32), so the only rounding is the last one.
+    // One scratch block: in_f [B, H, W, Cin] | w_f [Cout, KH, KW, Cin] | out_f [B, Ho, Wo, Cout]
+    float *scratch = DF_MALLOC((n_in + n_w + n_out) * sizeof(float), "conv2d_forward_bf16 scratch");
+    float *in_f = scratch, *w_f = scratch + n_in, *out_f = scratch + n_in + n_w;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_in; i++) in_f[i] = bf16_to_f32(in[i]);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_w; i++) w_f[i] = bf16_to_f32(weight[i]);
+    cpu_conv2d_forward(be, s, out_f, in_f, w_f, bias);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n_out; i++) out[i] = f32_to_bf16(out_f[i]);  // round to nearest even, once
+    free(scratch);
 }

@@ -11,6 +11,7 @@ int cpu_backend_threads(const Backend *be);
 // conv2d.c
 Conv2dForwardFn cpu_conv2d_forward;
 Conv2dBackwardFn cpu_conv2d_backward;
+Conv2dForwardBf16Fn cpu_conv2d_forward_bf16;
 // linear.c
 LinearForwardFn cpu_linear_forward;
 LinearBackwardFn cpu_linear_backward;

@@ -120,6 +120,7 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->destroy = cuda_destroy;
     be->conv2d_forward = cuda_conv2d_forward;
     be->conv2d_backward = cuda_conv2d_backward;
+    be->conv2d_forward_bf16 = cuda_conv2d_forward_bf16;
     be->linear_forward = cuda_linear_forward;
     be->linear_backward = cuda_linear_backward;
     be->linear_forward_bf16 = cuda_linear_forward_bf16;

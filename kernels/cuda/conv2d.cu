@@ -17,8 +17,22 @@
 // Algorithms come from cuDNN's heuristics (cudnnGet*_v7, not the timing-based cudnnFind*), so the same shape
 // gets the same algorithm in every process and results are bit-identical between runs.
 //
-// Plans (descriptors + chosen algorithms + workspace sizes) are cached per (device, shape) in a small static
-// table, so repeated calls do not re-query cuDNN. The table is not thread-safe: one host thread drives a
+// bf16 forward (Conv2dForwardBf16Fn, the mixed-precision path): out [B, Ho, Wo, Cout] (bf16) =
+//   conv(in (bf16), weight (bf16)) + bias [Cout] (fp32, may be NULL), same layouts, out written (=).
+//   cuDNN's PSEUDO_BFLOAT16 configuration: x/w/y descriptors CUDNN_DATA_BFLOAT16, convolution compute type
+//   CUDNN_DATA_FLOAT (fp32 accumulation), CUDNN_TENSOR_OP_MATH (tensor cores; this op exists for speed). The
+//   algorithm is the heuristics' first (cudnnGetConvolutionForwardAlgorithm_v7) that is supported, deterministic
+//   and fits the workspace limit, run with the math type the heuristics report for it.
+//   Rounding: without bias, cuDNN rounds the fp32 accumulator to bf16 once. cuDNN cannot write an fp32 result
+//   from bf16 inputs, so WITH a bias the result is rounded twice: cuDNN writes bf16(conv), then a kernel writes
+//   bf16(float(bf16(conv)) + bias). That is at most ~1 bf16 ulp of the conv plus ½ ulp of the result away from
+//   the CPU reference's single rounding bf16(conv + bias) — well inside bf16's 1e-2 tolerance.
+//   Fallback: when cuDNN offers no bf16 algorithm for a shape (or refuses to run it), in/weight are widened to
+//   fp32 in the workspace, the fp32 plan above runs, and the fp32 result + bias is rounded to bf16 once.
+//   Device pointers should be 16-byte aligned (cudaMalloc/arena allocations are) so tensor-core kernels apply.
+//
+// Plans (descriptors + chosen algorithms + workspace sizes) are cached per (device, dtype, shape) in a small
+// static table, so repeated calls do not re-query cuDNN. The table is not thread-safe: one host thread drives a
 // backend, as everywhere in the engine.
 #include <string.h>
 
@@ -32,6 +46,27 @@ __global__ void conv_add_bias_kernel(float *out, const float *bias, size_t total
         out[i] += bias[i % (size_t)C];
 }
 
+// y [rows, C] (bf16, in place) = bf16(float(y) + bias [C]); round to nearest even.
+__global__ void conv_bf16_add_bias_kernel(__nv_bfloat16 *y, const float *bias, size_t total, int C) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16_rn(__bfloat162float(y[i]) + bias[i % (size_t)C]);
+}
+
+// dst [n] (fp32) = src [n] (bf16), exact.
+__global__ void conv_bf16_widen_kernel(float *dst, const __nv_bfloat16 *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+// out [rows, C] (bf16) = bf16(acc [rows, C] + bias [C]) (bias may be NULL); one rounding, to nearest even.
+__global__ void conv_bf16_round_kernel(__nv_bfloat16 *out, const float *acc, const float *bias, size_t total, int C) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float v = acc[i];
+        if (bias) v += bias[i % (size_t)C];
+        out[i] = __float2bfloat16_rn(v);
+    }
+}
+
 // ---- plans ---------------------------------------------------------------------------------------------
 
 #define CONV_PLAN_SLOTS 128
@@ -40,6 +75,7 @@ __global__ void conv_add_bias_kernel(float *out, const float *bias, size_t total
 typedef struct {
     bool used;
     int device;
+    cudnnDataType_t dtype;  // CUDNN_DATA_FLOAT (fp32 ops) or CUDNN_DATA_BFLOAT16 (forward_bf16)
     Conv2dShape s;
     cudnnTensorDescriptor_t x_desc;  // [B, Cin, H, W] logical, NHWC in memory
     cudnnTensorDescriptor_t y_desc;  // [B, Cout, Ho, Wo] logical, NHWC in memory
@@ -47,6 +83,8 @@ typedef struct {
     cudnnConvolutionDescriptor_t conv_desc;
     cudnnConvolutionFwdAlgo_t fwd_algo;
     size_t fwd_ws;
+    cudnnMathType_t fwd_math;  // the math type fwd_algo runs with (set on conv_desc)
+    bool fwd_widen;  // bf16 only: cuDNN has no bf16 algorithm for this shape; widen and use the fp32 plan
     bool bwd_data_ready, bwd_filter_ready;  // backward algorithms are chosen on first use
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     size_t bwd_data_ws;
@@ -105,6 +143,7 @@ static void conv_choose_forward(cudnnHandle_t h, ConvPlan *p) {
                 CUDNN_STATUS_SUCCESS || ws > CONV_MAX_WORKSPACE)
             continue;
         p->fwd_algo = cand[i];
+        p->fwd_math = CUDNN_FMA_MATH;
         p->fwd_ws = ws;
         return;
     }
@@ -112,6 +151,41 @@ static void conv_choose_forward(cudnnHandle_t h, ConvPlan *p) {
     conv_shape_str(&p->s, buf, sizeof buf);
     DF_FATAL("conv2d forward: cuDNN offers no fp32 (FMA, non-FFT/Winograd) algorithm for %s\n"
              "  hint: check the cuDNN version (9.x expected) and the shape", buf);
+}
+
+// Sets the math type and asks for the workspace; false when cuDNN cannot run (algo, math) for this plan.
+static bool conv_try_forward(cudnnHandle_t h, ConvPlan *p, cudnnConvolutionFwdAlgo_t algo, cudnnMathType_t math) {
+    size_t ws = 0;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, math));
+    if (cudnnGetConvolutionForwardWorkspaceSize(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc, algo, &ws) !=
+            CUDNN_STATUS_SUCCESS || ws > CONV_MAX_WORKSPACE)
+        return false;
+    p->fwd_algo = algo;
+    p->fwd_math = math;
+    p->fwd_ws = ws;
+    return true;
+}
+
+// bf16: the heuristics' order (tensor-core implicit GEMMs first where the shape allows them), keeping the first
+// algorithm that is supported, deterministic and within the workspace limit, with the math type the heuristics
+// report for it; then the implicit GEMMs in a fixed order; else the widening fallback (fwd_widen).
+static void conv_choose_forward_bf16(cudnnHandle_t h, ConvPlan *p) {
+    int max_count = 0;
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4];
+    int want = max_count < (int)(sizeof perf / sizeof perf[0]) ? max_count : (int)(sizeof perf / sizeof perf[0]);
+    int got = 0;
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc, want, &got,
+                                                       perf));
+    for (int i = 0; i < got; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC) continue;
+        // ALLOW_CONVERSION would permit down-converting operands; bf16 needs none, so keep to the plain modes.
+        if (perf[i].mathType != CUDNN_TENSOR_OP_MATH && perf[i].mathType != CUDNN_DEFAULT_MATH) continue;
+        if (conv_try_forward(h, p, perf[i].algo, perf[i].mathType)) return;
+    }
+    if (conv_try_forward(h, p, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_TENSOR_OP_MATH)) return;
+    if (conv_try_forward(h, p, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_TENSOR_OP_MATH)) return;
+    p->fwd_widen = true;
 }
 
 // Backward algorithms are fixed rather than taken from the heuristics: BWD_DATA_ALGO_1 / BWD_FILTER_ALGO_1 are
@@ -147,11 +221,14 @@ static void conv_choose_backward_filter(cudnnHandle_t h, ConvPlan *p) {
     p->bwd_filter_ready = true;
 }
 
-// The plan for this (device, shape): found in the table, or built (descriptors + forward algorithm).
-static ConvPlan *conv_plan_get(Backend *be, const Conv2dShape *s) {
+// The plan for this (device, dtype, shape): found in the table, or built (descriptors + forward algorithm).
+// dtype CUDNN_DATA_FLOAT: true fp32 (FMA math); CUDNN_DATA_BFLOAT16: bf16 tensors, fp32 compute, tensor cores.
+// The returned pointer is valid until the next conv_plan_get (which may evict it).
+static ConvPlan *conv_plan_get(Backend *be, const Conv2dShape *s, cudnnDataType_t dtype) {
     CudaState *st = cuda_state(be);
     for (int i = 0; i < CONV_PLAN_SLOTS; i++)
-        if (conv_plans[i].used && conv_plans[i].device == st->device && conv_shape_equal(&conv_plans[i].s, s))
+        if (conv_plans[i].used && conv_plans[i].device == st->device && conv_plans[i].dtype == dtype &&
+            conv_shape_equal(&conv_plans[i].s, s))
             return &conv_plans[i];
 
     const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
@@ -171,22 +248,27 @@ static ConvPlan *conv_plan_get(Backend *be, const Conv2dShape *s) {
     }
     p->used = true;
     p->device = st->device;
+    p->dtype = dtype;
     p->s = *s;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x_desc));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y_desc));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w_desc));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv_desc));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s->B, s->C_in, s->H, s->W));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s->B, s->C_out, Ho, Wo));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s->C_out, s->C_in, s->KH,
-                                           s->KW));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x_desc, CUDNN_TENSOR_NHWC, dtype, s->B, s->C_in, s->H, s->W));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y_desc, CUDNN_TENSOR_NHWC, dtype, s->B, s->C_out, Ho, Wo));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w_desc, dtype, CUDNN_TENSOR_NHWC, s->C_out, s->C_in, s->KH, s->KW));
+    // fp32 accumulation for both dtypes (for bf16 this is cuDNN's PSEUDO_BFLOAT16 configuration).
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv_desc, s->pad, s->pad, s->stride, s->stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, CUDNN_FMA_MATH));  // true fp32: no TF32
+    if (dtype == CUDNN_DATA_FLOAT)
+        CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, CUDNN_FMA_MATH));  // true fp32: no TF32
+    else
+        CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, CUDNN_TENSOR_OP_MATH));  // bf16 tensor cores
     int n = 0, c = 0, h = 0, w = 0;
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv_desc, p->x_desc, p->w_desc, &n, &c, &h, &w));
     DF_CHECK(n == s->B && c == s->C_out && h == Ho && w == Wo, "conv2d: cuDNN's output shape differs from conv2d_out_h/w");
-    conv_choose_forward(st->cudnn, p);
+    if (dtype == CUDNN_DATA_FLOAT) conv_choose_forward(st->cudnn, p);
+    else conv_choose_forward_bf16(st->cudnn, p);
     return p;
 }
 
@@ -195,7 +277,7 @@ static ConvPlan *conv_plan_get(Backend *be, const Conv2dShape *s) {
 extern "C" void cuda_conv2d_forward(Backend *be, const Conv2dShape *s, float *out, const float *in,
                                     const float *weight, const float *bias) {
     CudaState *st = cuda_state(be);
-    ConvPlan *p = conv_plan_get(be, s);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_FLOAT);
     const float one = 1.0f, zero = 0.0f;
     void *ws = p->fwd_ws ? cuda_workspace(be, p->fwd_ws) : NULL;
     // out [B, Ho, Wo, Cout] = conv(in [B, H, W, Cin], weight [Cout, KH, KW, Cin]); beta = 0: out is not read.
@@ -211,7 +293,7 @@ extern "C" void cuda_conv2d_forward(Backend *be, const Conv2dShape *s, float *ou
 extern "C" void cuda_conv2d_backward(Backend *be, const Conv2dShape *s, float *d_in, float *d_weight, float *d_bias,
                                      const float *d_out, const float *in, const float *weight) {
     CudaState *st = cuda_state(be);
-    ConvPlan *p = conv_plan_get(be, s);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_FLOAT);
     const float one = 1.0f, zero = 0.0f;
     if (d_in) {
         if (!p->bwd_data_ready) conv_choose_backward_data(st->cudnn, p);
@@ -234,5 +316,72 @@ extern "C" void cuda_conv2d_backward(Backend *be, const Conv2dShape *s, float *d
         const size_t rows = (size_t)s->B * conv2d_out_h(s) * conv2d_out_w(s);
         DF_CHECK(rows <= 0x7fffffff, "conv2d backward: B*Ho*Wo exceeds int range");
         cuda_linear_backward(be, NULL, NULL, d_bias, d_out, NULL, NULL, (int)rows, 1, s->C_out);
+    }
+}
+
+// bf16 forward through the fp32 plan: in/weight widened into the workspace, fp32 (FMA) convolution, then
+// out = bf16(acc + bias), one rounding. Used when cuDNN has no bf16 algorithm for the shape.
+static void conv_forward_bf16_widened(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
+                                      const uint16_t *weight, const float *bias) {
+    CudaState *st = cuda_state(be);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_FLOAT);
+    const size_t n_in = (size_t)s->B * s->H * s->W * s->C_in;
+    const size_t n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
+    const size_t n_out = (size_t)s->B * conv2d_out_h(s) * conv2d_out_w(s) * s->C_out;
+    // One workspace request (a second cuda_workspace call could move the first): in_f | w_f | acc | cuDNN's.
+    const size_t a = 256;
+    const size_t off_w = (n_in * sizeof(float) + a - 1) / a * a;
+    const size_t off_acc = off_w + (n_w * sizeof(float) + a - 1) / a * a;
+    const size_t off_ws = off_acc + (n_out * sizeof(float) + a - 1) / a * a;
+    char *base = (char *)cuda_workspace(be, off_ws + p->fwd_ws);
+    float *in_f = (float *)base;                 // [B, H, W, Cin]
+    float *w_f = (float *)(base + off_w);        // [Cout, KH, KW, Cin]
+    float *acc = (float *)(base + off_acc);      // [B, Ho, Wo, Cout]
+    void *ws = p->fwd_ws ? base + off_ws : NULL;
+    conv_bf16_widen_kernel<<<cuda_blocks(n_in, 256), 256, 0, st->stream>>>(in_f, (const __nv_bfloat16 *)in, n_in);
+    CUDA_LAUNCH_CHECK("conv_bf16_widen_kernel (input)");
+    conv_bf16_widen_kernel<<<cuda_blocks(n_w, 256), 256, 0, st->stream>>>(w_f, (const __nv_bfloat16 *)weight, n_w);
+    CUDA_LAUNCH_CHECK("conv_bf16_widen_kernel (weight)");
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionForward(st->cudnn, &one, p->x_desc, in_f, p->w_desc, w_f, p->conv_desc, p->fwd_algo,
+                                        ws, p->fwd_ws, &zero, p->y_desc, acc));
+    conv_bf16_round_kernel<<<cuda_blocks(n_out, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, acc, bias, n_out,
+                                                                           s->C_out);
+    CUDA_LAUNCH_CHECK("conv_bf16_round_kernel");
+}
+
+extern "C" void cuda_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
+                                         const uint16_t *weight, const float *bias) {
+    CudaState *st = cuda_state(be);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_BFLOAT16);
+    if (p->fwd_widen) {
+        conv_forward_bf16_widened(be, s, out, in, weight, bias);
+        return;
+    }
+    const float one = 1.0f, zero = 0.0f;  // fp32 scaling factors: the compute type is fp32
+    void *ws = p->fwd_ws ? cuda_workspace(be, p->fwd_ws) : NULL;
+    // out [B, Ho, Wo, Cout] (bf16) = conv(in [B, H, W, Cin] (bf16), weight [Cout, KH, KW, Cin] (bf16)), fp32
+    // accumulation, one rounding; beta = 0: out is not read.
+    cudnnStatus_t stt = cudnnConvolutionForward(st->cudnn, &one, p->x_desc, in, p->w_desc, weight, p->conv_desc,
+                                                p->fwd_algo, ws, p->fwd_ws, &zero, p->y_desc, out);
+    if (CUDNN_STATUS_CATEGORY(stt) == CUDNN_STATUS_NOT_SUPPORTED) {
+        // Refused at launch (nothing was queued): remember it for this shape and take the widening path.
+        p->fwd_widen = true;
+        conv_forward_bf16_widened(be, s, out, in, weight, bias);
+        return;
+    }
+    if (stt != CUDNN_STATUS_SUCCESS) {
+        char buf[160];
+        conv_shape_str(s, buf, sizeof buf);
+        DF_FATAL("conv2d forward bf16: cudnnConvolutionForward failed for %s (algo %d, math %d): %s\n"
+                 "  hint: check that in/weight/out are device pointers of this backend, 16-byte aligned",
+                 buf, (int)p->fwd_algo, (int)p->fwd_math, cudnnGetErrorString(stt));
+    }
+    if (bias) {
+        // The second rounding (see the contract): out = bf16(float(out) + bias).
+        const size_t total = (size_t)s->B * conv2d_out_h(s) * conv2d_out_w(s) * s->C_out;
+        conv_bf16_add_bias_kernel<<<cuda_blocks(total, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, bias, total,
+                                                                                  s->C_out);
+        CUDA_LAUNCH_CHECK("conv_bf16_add_bias_kernel");
     }
 }

@@ -13,6 +13,7 @@ extern "C" {
 // conv2d.cu
 Conv2dForwardFn cuda_conv2d_forward;
 Conv2dBackwardFn cuda_conv2d_backward;
+Conv2dForwardBf16Fn cuda_conv2d_forward_bf16;
 // linear.cu
 LinearForwardFn cuda_linear_forward;
 LinearBackwardFn cuda_linear_backward;
