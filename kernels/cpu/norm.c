@@ -1,18 +1,197 @@
-// norm.c — PLACEHOLDER (owner: replace every body; keep the signatures)
+// norm.c — group norm and layer norm on the CPU (fp32 data, fp64 statistics).
+//
+// group_norm_forward: in/out [B, HW, C] (channels-last); G groups of Cg = C/G consecutive channels.
+//   mean/rstd [B, G] over the HW·Cg elements of group (b, g), two-pass in double, biased variance,
+//   rstd = 1/sqrt(var + eps) (PyTorch). out = (in − mean)·rstd·gamma[c] + beta[c] evaluated in double with
+//   the unrounded statistics; mean/rstd are saved rounded to fp32. gamma/beta [C].
+// group_norm_backward: with x̂ = (in − mean)·rstd and ĝ = d_out·gamma, per group (b, g) over its n
+//   elements: d_in = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))  (=);
+//   d_gamma[c] += Σ_{b,hw} d_out·x̂,  d_beta[c] += Σ_{b,hw} d_out  (+=). NULL gradients are skipped.
+// layer_norm_*: the same over the last dim of [N, C] (mean/rstd [N]; one group per row).
+//
+// gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the thread count: every sum has
+// one fixed sequential order, and each channel's parameter gradient is reduced by a single thread.
+#include <math.h>
+
 #include "cpu_ops.h"
 
-void cpu_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
-    DF_FATAL("cpu_group_norm_forward: placeholder, not written yet");
+// Channels per tile in the parameter-gradient reductions (one thread owns a tile across all rows).
+#define NORM_CH_TILE 16
+
+// ---- group norm -----------------------------------------------------------------------------------------
+
+void cpu_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                            const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const int Cg = C / G;
+    const double count = (double)HW * Cg;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < G; g++) {
+            const float *x = in + (size_t)b * HW * C + (size_t)g * Cg;  // rows of Cg, stride C
+            float *y = out + (size_t)b * HW * C + (size_t)g * Cg;
+            double sum = 0.0;
+            for (int i = 0; i < HW; i++)
+                for (int c = 0; c < Cg; c++) sum += x[(size_t)i * C + c];
+            const double mu = sum / count;
+            double sq = 0.0;
+            for (int i = 0; i < HW; i++)
+                for (int c = 0; c < Cg; c++) {
+                    double d = x[(size_t)i * C + c] - mu;
+                    sq += d * d;
+                }
+            const double r = 1.0 / sqrt(sq / count + (double)eps);
+            mean[b * G + g] = (float)mu;
+            rstd[b * G + g] = (float)r;
+            // Normalise with the double statistics (a rounded mean would cost accuracy when |mean| ≫ std).
+            // The statistics are final before the first write, so out may alias in.
+            for (int i = 0; i < HW; i++)
+                for (int c = 0; c < Cg; c++) {
+                    const int ch = g * Cg + c;
+                    const double xh = ((double)x[(size_t)i * C + c] - mu) * r;
+                    y[(size_t)i * C + c] =
+                        (float)(xh * (gamma ? gamma[ch] : 1.0f) + (beta ? beta[ch] : 0.0f));
+                }
+        }
+    }
 }
 
-void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out, const float *in, const float *mean, const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    DF_FATAL("cpu_group_norm_backward: placeholder, not written yet");
+void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
+                             const float *in, const float *mean, const float *rstd, const float *gamma,
+                             int B, int HW, int C, int G) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const int Cg = C / G;
+    const double count = (double)HW * Cg;
+
+    // Parameter gradients first: they read d_out, which a caller may reuse as d_in.
+    if (d_gamma || d_beta) {
+        // [C] parameter gradients: one thread per channel tile, rows (b, hw) summed in order.
+        const int tiles = (C + NORM_CH_TILE - 1) / NORM_CH_TILE;
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * NORM_CH_TILE;
+            const int nc = C - c0 < NORM_CH_TILE ? C - c0 : NORM_CH_TILE;
+            double acc_g[NORM_CH_TILE] = {0}, acc_b[NORM_CH_TILE] = {0};
+            float m_c[NORM_CH_TILE], r_c[NORM_CH_TILE];
+            for (int b = 0; b < B; b++) {
+                for (int c = 0; c < nc; c++) {
+                    m_c[c] = mean[b * G + (c0 + c) / Cg];
+                    r_c[c] = rstd[b * G + (c0 + c) / Cg];
+                }
+                for (int i = 0; i < HW; i++) {
+                    const size_t row = ((size_t)b * HW + i) * C + c0;
+                    for (int c = 0; c < nc; c++) {
+                        const double dy = d_out[row + c];
+                        const double xh = ((double)in[row + c] - m_c[c]) * r_c[c];
+                        acc_g[c] += dy * xh;
+                        acc_b[c] += dy;
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++) {
+                if (d_gamma) d_gamma[c0 + c] = (float)((double)d_gamma[c0 + c] + acc_g[c]);
+                if (d_beta) d_beta[c0 + c] = (float)((double)d_beta[c0 + c] + acc_b[c]);
+            }
+        }
+    }
+
+    if (d_in) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++) {
+            for (int g = 0; g < G; g++) {
+                const size_t base = (size_t)b * HW * C + (size_t)g * Cg;  // rows of Cg, stride C
+                const double m = mean[b * G + g], r = rstd[b * G + g];
+                double sum_g = 0.0, sum_gx = 0.0;  // Σ ĝ, Σ ĝ·x̂
+                for (int i = 0; i < HW; i++)
+                    for (int c = 0; c < Cg; c++) {
+                        const size_t k = base + (size_t)i * C + c;
+                        const double gh = (double)d_out[k] * (gamma ? gamma[g * Cg + c] : 1.0f);
+                        sum_g += gh;
+                        sum_gx += gh * (((double)in[k] - m) * r);
+                    }
+                const double a = sum_g / count, bx = sum_gx / count;
+                for (int i = 0; i < HW; i++)
+                    for (int c = 0; c < Cg; c++) {
+                        const size_t k = base + (size_t)i * C + c;
+                        const double gh = (double)d_out[k] * (gamma ? gamma[g * Cg + c] : 1.0f);
+                        const double xh = ((double)in[k] - m) * r;
+                        d_in[k] = (float)(r * (gh - a - xh * bx));
+                    }
+            }
+        }
+    }
 }
 
-void cpu_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int N, int C, float eps) {
-    DF_FATAL("cpu_layer_norm_forward: placeholder, not written yet");
+// ---- layer norm -----------------------------------------------------------------------------------------
+
+void cpu_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                            const float *gamma, const float *beta, int N, int C, float eps) {
+    DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = in + (size_t)n * C;  // [C]
+        float *y = out + (size_t)n * C;       // [C]
+        double sum = 0.0;
+        for (int c = 0; c < C; c++) sum += x[c];
+        const double mu = sum / C;
+        double sq = 0.0;
+        for (int c = 0; c < C; c++) {
+            double d = x[c] - mu;
+            sq += d * d;
+        }
+        const double r = 1.0 / sqrt(sq / C + (double)eps);
+        mean[n] = (float)mu;
+        rstd[n] = (float)r;
+        for (int c = 0; c < C; c++)
+            y[c] = (float)(((double)x[c] - mu) * r * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f));
+    }
 }
 
-void cpu_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out, const float *in, const float *mean, const float *rstd, const float *gamma, int N, int C) {
-    DF_FATAL("cpu_layer_norm_backward: placeholder, not written yet");
+void cpu_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
+                             const float *in, const float *mean, const float *rstd, const float *gamma,
+                             int N, int C) {
+    DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
+    // Parameter gradients first: they read d_out, which a caller may reuse as d_in.
+    if (d_gamma || d_beta) {
+        const int tiles = (C + NORM_CH_TILE - 1) / NORM_CH_TILE;
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < tiles; t++) {
+            const int c0 = t * NORM_CH_TILE;
+            const int nc = C - c0 < NORM_CH_TILE ? C - c0 : NORM_CH_TILE;
+            double acc_g[NORM_CH_TILE] = {0}, acc_b[NORM_CH_TILE] = {0};
+            for (int n = 0; n < N; n++) {
+                const size_t row = (size_t)n * C + c0;
+                const double m = mean[n], r = rstd[n];
+                for (int c = 0; c < nc; c++) {
+                    const double dy = d_out[row + c];
+                    acc_g[c] += dy * (((double)in[row + c] - m) * r);
+                    acc_b[c] += dy;
+                }
+            }
+            for (int c = 0; c < nc; c++) {
+                if (d_gamma) d_gamma[c0 + c] = (float)((double)d_gamma[c0 + c] + acc_g[c]);
+                if (d_beta) d_beta[c0 + c] = (float)((double)d_beta[c0 + c] + acc_b[c]);
+            }
+        }
+    }
+    if (d_in) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *x = in + (size_t)n * C;     // [C]
+            const float *dy = d_out + (size_t)n * C;  // [C]
+            float *dx = d_in + (size_t)n * C;         // [C]
+            const double m = mean[n], r = rstd[n];
+            double sum_g = 0.0, sum_gx = 0.0;
+            for (int c = 0; c < C; c++) {
+                const double gh = (double)dy[c] * (gamma ? gamma[c] : 1.0f);
+                sum_g += gh;
+                sum_gx += gh * (((double)x[c] - m) * r);
+            }
+            const double a = sum_g / C, bx = sum_gx / C;
+            for (int c = 0; c < C; c++) {
+                const double gh = (double)dy[c] * (gamma ? gamma[c] : 1.0f);
+                dx[c] = (float)(r * (gh - a - ((double)x[c] - m) * r * bx));
+            }
+        }
+    }
 }
