@@ -18,17 +18,16 @@ log() { echo "[gpu_check $(date +%H:%M:%S)] $*"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/nvidia_smi.txt"
 
 cmake_extra=()
-if [ ! -e /usr/include/cjson/cJSON.h ] || ! ls /usr/include/x86_64-linux-gnu/cblas.h /usr/include/cblas.h >/dev/null 2>&1 \
-   || [ ! -e /usr/include/stb/stb_image_write.h ]; then
+if [ ! -e /usr/include/cjson/cJSON.h ] || [ ! -e /usr/include/stb/stb_image_write.h ] \
+   || ! ls /usr/lib/x86_64-linux-gnu/libopenblas.so /usr/lib/x86_64-linux-gnu/openblas-*/libopenblas.so >/dev/null 2>&1; then
   if ls .deps/*.deb >/dev/null 2>&1; then
     log "unpacking .deps/*.deb into /tmp/deps"
     mkdir -p /tmp/deps
     for f in .deps/*.deb; do dpkg -x "$f" /tmp/deps; done
     arch=x86_64-linux-gnu
-    blasdir=/tmp/deps/usr/lib/$arch/openblas-pthread
-    ln -sf libopenblasp-r0.3.21.so "$blasdir/libopenblas.so" 2>/dev/null || true
+    blasdir=/tmp/deps/usr/lib/$arch/openblas-openmp
     export LD_LIBRARY_PATH="$blasdir:/tmp/deps/usr/lib/$arch:${LD_LIBRARY_PATH:-}"
-    cmake_extra+=(-DOPENBLAS_INCLUDE_DIR=/tmp/deps/usr/include/$arch/openblas-pthread
+    cmake_extra+=(-DOPENBLAS_INCLUDE_DIR=/tmp/deps/usr/include/$arch/openblas-openmp
                   -DOPENBLAS_LIBRARY=$blasdir/libopenblas.so
                   -DCJSON_INCLUDE_DIR=/tmp/deps/usr/include -DCJSON_LIBRARY=/tmp/deps/usr/lib/$arch/libcjson.so
                   -DSTB_INCLUDE_DIR=/tmp/deps/usr/include)
@@ -37,6 +36,22 @@ if [ ! -e /usr/include/cjson/cJSON.h ] || ! ls /usr/include/x86_64-linux-gnu/cbl
     exit 1
   fi
 fi
+
+# cuDNN: the toolkit's, or the one PyTorch's wheels carry (nvidia-cudnn-cu13) when the toolkit has none.
+if ! ls /usr/local/cuda/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h >/dev/null 2>&1; then
+  sp=$(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null)
+  cudnn_h=$(find $sp /opt /usr/local -name cudnn.h 2>/dev/null | head -1)
+  cudnn_so=$(find $sp /opt /usr/local -name 'libcudnn.so*' 2>/dev/null | head -1)
+  if [ -n "$cudnn_h" ] && [ -n "$cudnn_so" ]; then
+    log "using cuDNN from $(dirname "$cudnn_h") / $cudnn_so"
+    mkdir -p /tmp/cudnnlib && ln -sf "$cudnn_so" /tmp/cudnnlib/libcudnn.so
+    export LD_LIBRARY_PATH="$(dirname "$cudnn_so"):${LD_LIBRARY_PATH:-}"
+    cmake_extra+=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_h")" -DCUDNN_LIBRARY=/tmp/cudnnlib/libcudnn.so)
+  else
+    log "no cuDNN found on this machine"
+  fi
+fi
+{ nvcc --version | tail -1; ls /usr/local/cuda/lib64/ 2>/dev/null | grep -E "cublas|cudnn|nccl" | head; } >"$OUT/toolkit.txt" 2>&1
 
 log "configure + build (sm_90)"
 t0=$(date +%s)

@@ -248,16 +248,18 @@ static void bench_suite(Bench *b, const Preset *p) {
     const double f4 = sizeof(float);
     int B = p->B, H = p->H, C = p->C, HW = p->H * p->H, M = B * HW;
 
-    // conv2d 3×3 stride 1 and 2, 1×1
+    // conv2d 3×3 stride 1 and 2, 1×1; and a 3×3 at 4× the batch (a large shape for the matrix-rate target)
     struct {
         const char *name;
-        int k, stride, pad, c_out;
-    } convs[] = {{"conv3x3", 3, 1, 1, C}, {"conv3x3_s2", 3, 2, 1, C}, {"conv1x1", 1, 1, 0, C}};
-    for (int i = 0; i < 3; i++) {
-        Args x = {.conv = {B, H, H, C, convs[i].c_out, convs[i].k, convs[i].k, convs[i].stride, convs[i].pad}};
+        int batch, k, stride, pad, c_out;
+    } convs[] = {{"conv3x3", B, 3, 1, 1, C}, {"conv3x3_s2", B, 3, 2, 1, C}, {"conv1x1", B, 1, 1, 0, C},
+                 {"conv3x3_bx4", 4 * B, 3, 1, 1, C}};
+    for (int i = 0; i < 4; i++) {
+        int cb = convs[i].batch;
+        Args x = {.conv = {cb, H, H, C, convs[i].c_out, convs[i].k, convs[i].k, convs[i].stride, convs[i].pad}};
         int ho = conv2d_out_h(&x.conv), wo = conv2d_out_w(&x.conv);
-        size_t n_in = (size_t)M * C, n_w = (size_t)C * convs[i].c_out * convs[i].k * convs[i].k;
-        size_t n_out = (size_t)B * ho * wo * convs[i].c_out;
+        size_t n_in = (size_t)cb * HW * C, n_w = (size_t)C * convs[i].c_out * convs[i].k * convs[i].k;
+        size_t n_out = (size_t)cb * ho * wo * convs[i].c_out;
         x.a = pool_random(&pool, n_in, 1.0f);
         x.b = pool_random(&pool, n_w, 0.05f);
         x.c = pool_random(&pool, n_out, 1.0f);
@@ -266,7 +268,7 @@ static void bench_suite(Bench *b, const Preset *p) {
         x.f = pool_random(&pool, n_w, 1.0f);
         x.g = pool_random(&pool, (size_t)convs[i].c_out, 1.0f);
         double flops = 2.0 * n_out * C * convs[i].k * convs[i].k;
-        snprintf(shape, sizeof shape, "[%d,%d,%d,%d]->%d", B, H, H, C, convs[i].c_out);
+        snprintf(shape, sizeof shape, "[%d,%d,%d,%d]->%d", cb, H, H, C, convs[i].c_out);
         char name[40];
         snprintf(name, sizeof name, "%s.fwd", convs[i].name);
         record(b, name, shape, run_conv_fwd, &x, flops, 0);

@@ -8,7 +8,7 @@
 #   scripts/setup.sh --download-debs   fetch the .deb files bench/gpu_check.sh unpacks on a GPU machine
 #                                      whose image lacks them (into .deps/, git-ignored)
 #
-# Dependencies are Debian packages only: libopenblas-dev libcjson-dev libstb-dev (+ libopenmpi-dev,
+# Dependencies are Debian packages only: libopenblas-openmp-dev libcjson-dev libstb-dev (+ libopenmpi-dev,
 # openmpi-bin for multi-node launch; clang + libclang-rt-dev for the fuzz target). As root the script
 # apt-get installs what is missing; otherwise it prints the exact command to run.
 set -euo pipefail
@@ -16,11 +16,11 @@ cd "$(dirname "$0")/.."
 mode="${1:-run}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
-required_pkgs=(cmake gcc libomp-dev libopenblas-dev libcjson-dev libstb-dev libopenmpi-dev openmpi-bin clang libclang-rt-dev)
+required_pkgs=(cmake gcc libomp-dev libopenblas-openmp-dev libcjson-dev libstb-dev libopenmpi-dev openmpi-bin clang libclang-rt-dev)
 
 if [ "$mode" = "--download-debs" ]; then
   mkdir -p .deps && cd .deps
-  apt-get download libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev libcjson1 libcjson-dev \
+  apt-get download libopenblas0-openmp libopenblas-openmp-dev libcjson1 libcjson-dev \
     libstb-dev libstb0 libgfortran5 libquadmath0
   exit 0
 fi
