@@ -54,8 +54,10 @@ const char *activation_name(Activation act);
 // Decoupled-weight-decay Adam, exactly torch.optim.AdamW:
 //   p -= lr·wd·p;  m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;
 //   p -= lr/(1-β1^step) · m / (sqrt(v)/sqrt(1-β2^step) + eps),   with g = grad · grad_scale.
+// Hyperparameters are double, as Python floats are in torch: 1 − β2 is then 0.001 exactly as torch computes
+// it before rounding to fp32 (a float β2 = 0.999f would give 0.00099998713).
 typedef struct {
-    float lr, beta1, beta2, eps, weight_decay;
+    double lr, beta1, beta2, eps, weight_decay;
     int step;  // 1 for the first update
 } AdamWParams;
 
