@@ -1,18 +1,346 @@
-// norm.cu — PLACEHOLDER (owner: replace every body; keep the signatures)
+// norm.cu — group norm and layer norm on the GPU, forward and backward (hand-written kernels).
+//
+// Contract (see GroupNorm*Fn / LayerNorm*Fn in backend.h), fp32 data, fp64 statistics, channels-last:
+//   group norm: x [B, HW, C], G groups of Cg = C/G consecutive channels; group (b, g) is the HW·Cg values
+//     x[b, :, g*Cg:(g+1)*Cg].  mean/rstd [B, G] (written, rounded to fp32) with rstd = 1/sqrt(var + eps),
+//     var biased (PyTorch); out [B, HW, C] = (x − mean)·rstd·gamma[c] + beta[c] (written, =), evaluated in
+//     double with the unrounded statistics. out may alias in.
+//   layer norm: x [N, C] normalised over C; mean/rstd [N] (written); out [N, C] likewise.
+//   backward (both): with x̂ = (x − mean)·rstd (the saved fp32 statistics) and n the count normalised over,
+//     d_in    = rstd · (dy·γ − Σ(dy·γ)/n − x̂ · Σ(dy·γ·x̂)/n)     (written, =; sums over the group/row)
+//     d_gamma [C] += Σ_rows dy·x̂,  d_beta [C] += Σ_rows dy        (accumulated, +=, rounded once)
+//     any gradient pointer may be NULL (skipped); gamma/beta may be NULL (identity affine), as on the CPU.
+//   The same formulas and precision as kernels/cpu/norm.c, so the backends agree to fp32 rounding.
+//
+// Determinism: every sum has a fixed order that depends only on the shape — per-thread strided sums, a
+// warp xor-butterfly (bit-identical in every lane) and a fixed block combine; the per-channel parameter
+// gradients use a two-stage reduction (fp64 partials per row chunk in the backend workspace, then one thread
+// per channel adds them in chunk order). No atomics.
+//
+// Group norm forward/backward-d_in: one block per (b, g), two passes (mean, then Σ(x − mean)²) so the
+// variance does not cancel. Layer norm: one warp per row. The backward launches the parameter-gradient
+// kernels before the d_in kernel, so d_in may alias d_out.
+#include <limits.h>
+
 #include "cuda_common.cuh"
 
-void cuda_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
-    DF_FATAL("cuda_group_norm_forward: placeholder, not written yet");
+#define GN_THREADS 512     // threads per (b, g) block
+#define LN_ROWS 8          // rows (warps) per layer-norm block
+#define PG_TX 32           // channels per parameter-gradient block (one warp wide: coalesced rows)
+#define PG_TY 8            // row lanes per parameter-gradient block
+#define PG_MIN_ROWS 64     // at least this many rows per chunk
+#define PG_MAX_CHUNKS 512  // at most this many chunks (stage-2 loop length)
+
+// ---- device helpers ------------------------------------------------------------------------------------
+
+static __device__ __forceinline__ double warp_sum(double v) {
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    return v;  // identical in every lane (xor butterfly: a+b == b+a at every level)
 }
 
-void cuda_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out, const float *in, const float *mean, const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    DF_FATAL("cuda_group_norm_backward: placeholder, not written yet");
+// Sum over the block (blockDim.x == THREADS, a multiple of 32); the result is returned to every thread.
+// sh must hold 33 doubles. Fixed order: warp butterfly, then warp 0 combines the warp sums.
+template <int THREADS>
+static __device__ double block_sum(double v, double *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        double w = lane < THREADS / 32 ? sh[lane] : 0.0;
+        w = warp_sum(w);
+        if (lane == 0) sh[32] = w;
+    }
+    __syncthreads();
+    return sh[32];
 }
 
-void cuda_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta, int N, int C, float eps) {
-    DF_FATAL("cuda_layer_norm_forward: placeholder, not written yet");
+static __device__ __forceinline__ double gamma_at(const float *gamma, int c) { return gamma ? gamma[c] : 1.0f; }
+static __device__ __forceinline__ double beta_at(const float *beta, int c) { return beta ? beta[c] : 0.0f; }
+
+// ---- group norm ----------------------------------------------------------------------------------------
+
+// Walks this thread's elements of a group, e = threadIdx.x, +GN_THREADS, ..., as (hw, c) = (e / Cg, e % Cg)
+// without a division per step. e < HW·Cg exactly when hw < HW.
+struct GroupWalk {
+    int hw, c, Cg, step_hw, step_c;
+    __device__ explicit GroupWalk(int Cg_) : Cg(Cg_) {
+        hw = (int)threadIdx.x / Cg;
+        c = (int)threadIdx.x - hw * Cg;
+        step_hw = GN_THREADS / Cg;
+        step_c = GN_THREADS - step_hw * Cg;
+    }
+    __device__ void next() {
+        c += step_c;
+        hw += step_hw;
+        if (c >= Cg) {
+            c -= Cg;
+            hw++;
+        }
+    }
+};
+
+// One block per (b, g) = blockIdx.x. Element e of the group (0 <= e < HW·Cg) is x[hw·C + c] with
+// hw = e / Cg, c = e % Cg, relative to the group's first channel of batch b (see GroupWalk).
+static __global__ void __launch_bounds__(GN_THREADS)
+group_norm_forward_kernel(float *out, float *mean_out, float *rstd_out, const float *in, const float *gamma,
+                          const float *beta, int HW, int C, int G, float eps) {
+    __shared__ double sh[33];
+    const int bg = blockIdx.x;
+    const int b = bg / G, g = bg - (bg / G) * G;
+    const int Cg = C / G;
+    const double count = (double)HW * Cg;  // the group's size
+    const size_t base = (size_t)b * HW * C + (size_t)g * Cg;
+    const float *x = in + base;  // group view: x[hw*C + c], c < Cg
+    float *y = out + base;
+
+    double s = 0.0;
+    for (GroupWalk w(Cg); w.hw < HW; w.next()) s += x[(size_t)w.hw * C + w.c];
+    const double mean = block_sum<GN_THREADS>(s, sh) / count;
+
+    double s2 = 0.0;
+    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
+        const double d = (double)x[(size_t)w.hw * C + w.c] - mean;
+        s2 += d * d;
+    }
+    const double rstd = 1.0 / sqrt(block_sum<GN_THREADS>(s2, sh) / count + (double)eps);
+
+    // The statistics are final (every thread has them) before the first write, so out may alias in.
+    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + w.c;
+        const int ch = g * Cg + w.c;
+        const double xhat = ((double)x[i] - mean) * rstd;
+        y[i] = (float)(xhat * gamma_at(gamma, ch) + beta_at(beta, ch));
+    }
+    if (threadIdx.x == 0) {
+        if (mean_out) mean_out[bg] = (float)mean;
+        if (rstd_out) rstd_out[bg] = (float)rstd;
+    }
 }
 
-void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out, const float *in, const float *mean, const float *rstd, const float *gamma, int N, int C) {
-    DF_FATAL("cuda_layer_norm_backward: placeholder, not written yet");
+// d_in for one (b, g) per block: needs Σ dy·γ and Σ dy·γ·x̂ over the group first.
+static __global__ void __launch_bounds__(GN_THREADS)
+group_norm_backward_input_kernel(float *d_in, const float *d_out, const float *in, const float *mean,
+                                 const float *rstd, const float *gamma, int HW, int C, int G) {
+    __shared__ double sh[33];
+    const int bg = blockIdx.x;
+    const int b = bg / G, g = bg - (bg / G) * G;
+    const int Cg = C / G;
+    const double count = (double)HW * Cg;
+    const size_t base = (size_t)b * HW * C + (size_t)g * Cg;
+    const float *x = in + base, *dy = d_out + base;  // group views, as in the forward
+    float *dx = d_in + base;
+    const double mu = mean[bg], rs = rstd[bg];
+
+    double s1 = 0.0, s2 = 0.0;
+    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + w.c;
+        const double dyg = (double)dy[i] * gamma_at(gamma, g * Cg + w.c);
+        s1 += dyg;
+        s2 += dyg * (((double)x[i] - mu) * rs);
+    }
+    const double m1 = block_sum<GN_THREADS>(s1, sh) / count;  // mean(dy·γ)
+    const double m2 = block_sum<GN_THREADS>(s2, sh) / count;  // mean(dy·γ·x̂)
+
+    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + w.c;
+        const double xhat = ((double)x[i] - mu) * rs;
+        const double dyg = (double)dy[i] * gamma_at(gamma, g * Cg + w.c);
+        dx[i] = (float)(rs * (dyg - m1 - xhat * m2));
+    }
+}
+
+// ---- layer norm ----------------------------------------------------------------------------------------
+
+// One warp per row of x [N, C]; LN_ROWS rows per block. Whole warps exit together (no block barrier).
+static __global__ void __launch_bounds__(LN_ROWS * 32)
+layer_norm_forward_kernel(float *out, float *mean_out, float *rstd_out, const float *in, const float *gamma,
+                          const float *beta, int N, int C, float eps) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const float *x = in + (size_t)row * C;  // [C]
+    float *y = out + (size_t)row * C;       // [C]
+
+    double s = 0.0;
+    for (int c = lane; c < C; c += 32) s += x[c];
+    const double mean = warp_sum(s) / (double)C;
+    double s2 = 0.0;
+    for (int c = lane; c < C; c += 32) {
+        const double d = (double)x[c] - mean;
+        s2 += d * d;
+    }
+    const double rstd = 1.0 / sqrt(warp_sum(s2) / (double)C + (double)eps);
+    for (int c = lane; c < C; c += 32)
+        y[c] = (float)(((double)x[c] - mean) * rstd * gamma_at(gamma, c) + beta_at(beta, c));
+    if (lane == 0) {
+        if (mean_out) mean_out[row] = (float)mean;
+        if (rstd_out) rstd_out[row] = (float)rstd;
+    }
+}
+
+static __global__ void __launch_bounds__(LN_ROWS * 32)
+layer_norm_backward_input_kernel(float *d_in, const float *d_out, const float *in, const float *mean,
+                                 const float *rstd, const float *gamma, int N, int C) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const float *x = in + (size_t)row * C, *dy = d_out + (size_t)row * C;  // [C]
+    float *dx = d_in + (size_t)row * C;                                     // [C]
+    const double mu = mean[row], rs = rstd[row];
+
+    double s1 = 0.0, s2 = 0.0;
+    for (int c = lane; c < C; c += 32) {
+        const double dyg = (double)dy[c] * gamma_at(gamma, c);
+        s1 += dyg;
+        s2 += dyg * (((double)x[c] - mu) * rs);
+    }
+    const double m1 = warp_sum(s1) / (double)C;
+    const double m2 = warp_sum(s2) / (double)C;
+    for (int c = lane; c < C; c += 32) {
+        const double xhat = ((double)x[c] - mu) * rs;
+        const double dyg = (double)dy[c] * gamma_at(gamma, c);
+        dx[c] = (float)(rs * (dyg - m1 - xhat * m2));
+    }
+}
+
+// ---- parameter gradients (shared by both norms) ---------------------------------------------------------
+
+// Stage 1: over rows [chunk*rows_per_chunk, +rows_per_chunk) of dy, x [rows, C], block (bx, chunk) sums
+// dy·x̂ and dy for the channels [bx*32, +32). Row r of channel c uses statistic
+// (r / HW)·G + c / (C/G): group norm passes its HW and G; layer norm passes HW = 1, G = 1 (statistic r).
+// Thread ty takes rows r0+ty, r0+ty+PG_TY, ... in order; row lane 0 adds the PG_TY sums in order.
+// part_gamma/part_beta [chunks, C] (=).
+static __global__ void __launch_bounds__(PG_TX * PG_TY)
+norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const float *d_out, const float *in,
+                               const float *mean, const float *rstd, int rows, int C, int HW, int G,
+                               int rows_per_chunk) {
+    __shared__ double sh_g[PG_TY][PG_TX + 1];
+    __shared__ double sh_b[PG_TY][PG_TX + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * PG_TX + tx;
+    const int chunk = blockIdx.y;
+    const int r0 = chunk * rows_per_chunk;
+    const int r1 = min(r0 + rows_per_chunk, rows);
+    double sg = 0.0, sb = 0.0;
+    if (c < C) {
+        const int grp = c / (C / G);
+        for (int r = r0 + ty; r < r1; r += PG_TY) {
+            const int stat = (r / HW) * G + grp;
+            const size_t i = (size_t)r * C + c;
+            const double dy = d_out[i];
+            sg += dy * (((double)in[i] - (double)mean[stat]) * (double)rstd[stat]);
+            sb += dy;
+        }
+    }
+    sh_g[ty][tx] = sg;
+    sh_b[ty][tx] = sb;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        double tg = sh_g[0][tx], tb = sh_b[0][tx];
+        for (int k = 1; k < PG_TY; k++) {
+            tg += sh_g[k][tx];
+            tb += sh_b[k][tx];
+        }
+        part_gamma[(size_t)chunk * C + c] = tg;
+        part_beta[(size_t)chunk * C + c] = tb;
+    }
+}
+
+// Stage 2: d_gamma [C] += Σ_k part_gamma[k, c], d_beta [C] += Σ_k part_beta[k, c], k in chunk order, in
+// double, rounded once when added to the gradient.
+static __global__ void norm_param_grad_final_kernel(float *d_gamma, float *d_beta, const double *part_gamma,
+                                                    const double *part_beta, int chunks, int C) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+        double tg = 0.0, tb = 0.0;
+        for (int k = 0; k < chunks; k++) {
+            tg += part_gamma[(size_t)k * C + c];
+            tb += part_beta[(size_t)k * C + c];
+        }
+        if (d_gamma) d_gamma[c] = (float)((double)d_gamma[c] + tg);
+        if (d_beta) d_beta[c] = (float)((double)d_beta[c] + tb);
+    }
+}
+
+// ---- launchers -----------------------------------------------------------------------------------------
+
+// d_gamma/d_beta [C] += the per-channel sums over rows of dy·x̂ and dy (see the partial kernel for HW, G).
+static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const float *d_out, const float *in,
+                             const float *mean, const float *rstd, int rows, int C, int HW, int G) {
+    if (!d_gamma && !d_beta) return;
+    if (rows <= 0 || C <= 0) return;
+    cudaStream_t stream = cuda_stream(be);
+    // The chunking depends only on the shape, so the summation order (and the result) is fixed.
+    int rows_per_chunk = (rows + PG_MAX_CHUNKS - 1) / PG_MAX_CHUNKS;
+    if (rows_per_chunk < PG_MIN_ROWS) rows_per_chunk = PG_MIN_ROWS;
+    const int chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;  // <= PG_MAX_CHUNKS
+    double *part = (double *)cuda_workspace(be, 2 * (size_t)chunks * C * sizeof(double));
+    double *part_gamma = part;                      // [chunks, C]
+    double *part_beta = part + (size_t)chunks * C;  // [chunks, C]
+    dim3 block(PG_TX, PG_TY);
+    dim3 grid((unsigned)((C + PG_TX - 1) / PG_TX), (unsigned)chunks);
+    norm_param_grad_partial_kernel<<<grid, block, 0, stream>>>(part_gamma, part_beta, d_out, in, mean, rstd,
+                                                               rows, C, HW, G, rows_per_chunk);
+    CUDA_LAUNCH_CHECK("norm_param_grad_partial_kernel");
+    norm_param_grad_final_kernel<<<cuda_blocks((size_t)C, 256), 256, 0, stream>>>(d_gamma, d_beta, part_gamma,
+                                                                                  part_beta, chunks, C);
+    CUDA_LAUNCH_CHECK("norm_param_grad_final_kernel");
+}
+
+static void check_group_shape(int B, int HW, int C, int G) {
+    DF_CHECK(B >= 0 && HW >= 0 && C > 0 && G > 0, "group_norm: B, HW must be >= 0 and C, G > 0");
+    DF_CHECK(C % G == 0, "group_norm: C must be a multiple of the number of groups G");
+    DF_CHECK((long long)HW * (C / G) < INT_MAX && (long long)B * HW < INT_MAX,
+             "group_norm: a group (HW·C/G) or B·HW exceeds 2^31 elements: split the batch");
+    DF_CHECK((long long)B * G <= INT_MAX, "group_norm: B·G too large");
+}
+
+extern "C" void cuda_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                                        const float *gamma, const float *beta, int B, int HW, int C, int G,
+                                        float eps) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0) return;
+    DF_CHECK(HW > 0, "group_norm_forward: HW must be > 0 (the mean of an empty group is undefined)");
+    group_norm_forward_kernel<<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(out, mean, rstd, in, gamma,
+                                                                                     beta, HW, C, G, eps);
+    CUDA_LAUNCH_CHECK("group_norm_forward_kernel");
+}
+
+extern "C" void cuda_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
+                                         const float *d_out, const float *in, const float *mean,
+                                         const float *rstd, const float *gamma, int B, int HW, int C, int G) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0 || HW == 0) return;
+    // Parameter gradients first: they read d_out, so d_in (written next) may alias it.
+    norm_param_grads(be, d_gamma, d_beta, d_out, in, mean, rstd, B * HW, C, HW, G);
+    if (d_in) {
+        group_norm_backward_input_kernel<<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
+            d_in, d_out, in, mean, rstd, gamma, HW, C, G);
+        CUDA_LAUNCH_CHECK("group_norm_backward_input_kernel");
+    }
+}
+
+extern "C" void cuda_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                                        const float *gamma, const float *beta, int N, int C, float eps) {
+    DF_CHECK(N >= 0 && C > 0, "layer_norm_forward: N must be >= 0 and C > 0");
+    if (N == 0) return;
+    const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
+    layer_norm_forward_kernel<<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(out, mean, rstd, in, gamma, beta, N,
+                                                                            C, eps);
+    CUDA_LAUNCH_CHECK("layer_norm_forward_kernel");
+}
+
+extern "C" void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
+                                         const float *d_out, const float *in, const float *mean,
+                                         const float *rstd, const float *gamma, int N, int C) {
+    DF_CHECK(N >= 0 && C > 0, "layer_norm_backward: N must be >= 0 and C > 0");
+    if (N == 0) return;
+    // HW = 1, G = 1: the statistic of row r is r (see norm_param_grad_partial_kernel).
+    norm_param_grads(be, d_gamma, d_beta, d_out, in, mean, rstd, N, C, 1, 1);
+    if (d_in) {
+        const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
+        layer_norm_backward_input_kernel<<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(d_in, d_out, in, mean,
+                                                                                       rstd, gamma, N, C);
+        CUDA_LAUNCH_CHECK("layer_norm_backward_input_kernel");
+    }
 }

@@ -1,0 +1,295 @@
+// test_gpu_norm.c — the CUDA group norm and layer norm against the CPU reference.
+//
+// For each shape: random inputs (non-zero means, random affine), the op run on both backends, every output
+// compared at ‖a−b‖/‖b‖ < 1e-5: out, the saved mean/rstd, d_in, and d_gamma/d_beta accumulated onto the
+// same random pre-fill on both sides (and the increments alone). Device outputs are poisoned with NaN so an
+// unwritten element fails. Also: two device runs are bitwise equal; a second backward adds the increment
+// again; NULL gradient pointers give the same values as the full call; out may alias in and d_in may alias
+// d_out; NULL gamma/beta (identity affine); and central finite differences of the device forward
+// confirm the device backward on small shapes.
+#include <string.h>
+
+#include "harness.h"
+
+#define TOL 1e-5
+#define NAN_BITS 0x7fc0dead
+
+// ---- helpers -------------------------------------------------------------------------------------------
+
+static float *host_poison(size_t n) {
+    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
+    const uint32_t bits = NAN_BITS;
+    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
+    return x;
+}
+
+static float *dev_poison(Backend *be, size_t n) {
+    float *h = host_poison(n);
+    float *d = dev_upload(be, h, n);
+    free(h);
+    return d;
+}
+
+static float *download_new(Backend *be, const float *dev, size_t n) {
+    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
+    dev_download(be, h, dev, n);
+    return h;
+}
+
+static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+// (after − before)·factor in double, rounded to float: the increment a += op added.
+static float *difference(const float *after, const float *before, size_t n, double factor) {
+    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "difference");
+    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
+    return d;
+}
+
+static void check_named(const char *tag, const char *name, const float *got, const float *want, size_t n) {
+    char what[192];
+    snprintf(what, sizeof what, "%s: %s", tag, name);
+    check_close(what, got, want, n, TOL);
+}
+
+// x with a per-channel offset, so group/row means are far from zero and differ.
+static float *alloc_input(TestRng *rng, size_t rows, int C) {
+    float *x = DF_MALLOC(rows * C * sizeof(float), "norm input");
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) x[r * C + c] = (float)(1.5 * test_normal(rng) + 0.5 + 0.25 * (c % 7));
+    return x;
+}
+
+// ---- one shape of either norm --------------------------------------------------------------------------
+
+// layer = false: group norm over [B, HW, C] with G groups; layer = true: layer norm over [N = B·HW, C]
+// (G ignored). stats = B·G (group) or N (layer).
+typedef struct {
+    bool layer;
+    int B, HW, C, G;
+    float eps;
+} NormShape;
+
+static size_t shape_rows(const NormShape *s) { return (size_t)s->B * s->HW; }
+static size_t shape_stats(const NormShape *s) { return s->layer ? shape_rows(s) : (size_t)s->B * s->G; }
+
+static void run_forward(Backend *be, const NormShape *s, float *out, float *mean, float *rstd, const float *in,
+                        const float *gamma, const float *beta) {
+    if (s->layer) be->layer_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
+    else be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
+}
+
+static void run_backward(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta,
+                         const float *d_out, const float *in, const float *mean, const float *rstd,
+                         const float *gamma) {
+    if (s->layer) be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
+    else be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
+}
+
+static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, bool affine) {
+    char tag[128];
+    if (s.layer) snprintf(tag, sizeof tag, "layer_norm N=%d C=%d eps=%g%s", s.B * s.HW, s.C, s.eps, affine ? "" : " no-affine");
+    else snprintf(tag, sizeof tag, "group_norm B=%d HW=%d C=%d G=%d eps=%g%s", s.B, s.HW, s.C, s.G, s.eps,
+                  affine ? "" : " no-affine");
+    printf("%s\n", tag);
+    const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
+    float *x = alloc_input(rng, shape_rows(&s), s.C);            // [rows, C]
+    float *gamma = test_alloc_normal(rng, C, 0.5f);              // [C]
+    for (size_t c = 0; c < C; c++) gamma[c] += 1.0f;
+    float *beta = test_alloc_normal(rng, C, 0.5f);               // [C]
+    float *dy = test_alloc_normal(rng, n, 1.0f);                 // [rows, C]
+    float *dg0 = test_alloc_normal(rng, C, 1.0f), *db0 = test_alloc_normal(rng, C, 1.0f);  // pre-fills
+    const float *gam = affine ? gamma : NULL, *bet = affine ? beta : NULL;
+
+    // CPU reference.
+    float *out_c = host_poison(n), *mean_c = host_poison(ns), *rstd_c = host_poison(ns), *dx_c = host_poison(n);
+    float *dg_c = test_alloc_copy(dg0, C), *db_c = test_alloc_copy(db0, C);
+    run_forward(cpu, &s, out_c, mean_c, rstd_c, x, gam, bet);
+    run_backward(cpu, &s, dx_c, dg_c, db_c, dy, x, mean_c, rstd_c, gam);
+
+    // CUDA.
+    float *g_x = dev_upload(gpu, x, n), *g_dy = dev_upload(gpu, dy, n);
+    float *g_gamma = affine ? dev_upload(gpu, gamma, C) : NULL, *g_beta = affine ? dev_upload(gpu, beta, C) : NULL;
+    float *g_out = dev_poison(gpu, n), *g_mean = dev_poison(gpu, ns), *g_rstd = dev_poison(gpu, ns);
+    float *g_dx = dev_poison(gpu, n), *g_dg = dev_upload(gpu, dg0, C), *g_db = dev_upload(gpu, db0, C);
+    run_forward(gpu, &s, g_out, g_mean, g_rstd, g_x, g_gamma, g_beta);
+    run_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    float *out_g = download_new(gpu, g_out, n), *mean_g = download_new(gpu, g_mean, ns);
+    float *rstd_g = download_new(gpu, g_rstd, ns), *dx_g = download_new(gpu, g_dx, n);
+    float *dg_g = download_new(gpu, g_dg, C), *db_g = download_new(gpu, g_db, C);
+
+    check_named(tag, "out", out_g, out_c, n);
+    check_named(tag, "mean", mean_g, mean_c, ns);
+    check_named(tag, "rstd", rstd_g, rstd_c, ns);
+    check_named(tag, "d_in", dx_g, dx_c, n);
+    check_named(tag, "d_gamma (+= onto pre-fill)", dg_g, dg_c, C);
+    check_named(tag, "d_beta (+= onto pre-fill)", db_g, db_c, C);
+    {  // the increments alone: a "=" instead of "+=" would pass above only if the CPU made the same mistake
+        float *ig = difference(dg_g, dg0, C, 1.0), *ic = difference(dg_c, dg0, C, 1.0);
+        check_named(tag, "d_gamma increment", ig, ic, C);
+        free(ig);
+        free(ic);
+        ig = difference(db_g, db0, C, 1.0);
+        ic = difference(db_c, db0, C, 1.0);
+        check_named(tag, "d_beta increment", ig, ic, C);
+        free(ig);
+        free(ic);
+    }
+
+    // Determinism: a second run into fresh (poisoned / re-prefilled) buffers is bitwise equal.
+    float *g_out2 = dev_poison(gpu, n), *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
+    float *g_dx2 = dev_poison(gpu, n), *g_dg2 = dev_upload(gpu, dg0, C), *g_db2 = dev_upload(gpu, db0, C);
+    run_forward(gpu, &s, g_out2, g_mean2, g_rstd2, g_x, g_gamma, g_beta);
+    run_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma);
+    float *out_g2 = download_new(gpu, g_out2, n), *mean_g2 = download_new(gpu, g_mean2, ns);
+    float *rstd_g2 = download_new(gpu, g_rstd2, ns), *dx_g2 = download_new(gpu, g_dx2, n);
+    float *dg_g2 = download_new(gpu, g_dg2, C), *db_g2 = download_new(gpu, g_db2, C);
+    CHECK(bitwise_equal(out_g, out_g2, n * 4) && bitwise_equal(mean_g, mean_g2, ns * 4) &&
+              bitwise_equal(rstd_g, rstd_g2, ns * 4) && bitwise_equal(dx_g, dx_g2, n * 4) &&
+              bitwise_equal(dg_g, dg_g2, C * 4) && bitwise_equal(db_g, db_g2, C * 4),
+          "%s: two CUDA runs are bitwise equal", tag);
+
+    // Accumulation: a second backward (parameter gradients only) adds the increment again.
+    run_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    float *dg_g3 = download_new(gpu, g_dg, C), *db_g3 = download_new(gpu, g_db, C);
+    {
+        float *twice = difference(dg_g3, dg0, C, 1.0), *once2 = difference(dg_g, dg0, C, 2.0);
+        check_named(tag, "d_gamma accumulates twice", twice, once2, C);
+        free(twice);
+        free(once2);
+        twice = difference(db_g3, db0, C, 1.0);
+        once2 = difference(db_g, db0, C, 2.0);
+        check_named(tag, "d_beta accumulates twice", twice, once2, C);
+        free(twice);
+        free(once2);
+    }
+
+    // NULL gradient pointers: d_in alone, d_beta alone, d_gamma alone give the full call's values.
+    float *g_dx4 = dev_poison(gpu, n), *g_db4 = dev_upload(gpu, db0, C), *g_dg4 = dev_upload(gpu, dg0, C);
+    run_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    run_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    run_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    float *dx_g4 = download_new(gpu, g_dx4, n), *db_g4 = download_new(gpu, g_db4, C), *dg_g4 = download_new(gpu, g_dg4, C);
+    CHECK(bitwise_equal(dx_g4, dx_g, n * 4), "%s: d_in alone equals the full call", tag);
+    CHECK(bitwise_equal(db_g4, db_g, C * 4), "%s: d_beta alone equals the full call", tag);
+    CHECK(bitwise_equal(dg_g4, dg_g, C * 4), "%s: d_gamma alone equals the full call", tag);
+
+    // Aliasing: forward in place (out = in), backward with d_in = d_out.
+    float *g_inplace = dev_upload(gpu, x, n), *g_mean5 = dev_poison(gpu, ns), *g_rstd5 = dev_poison(gpu, ns);
+    run_forward(gpu, &s, g_inplace, g_mean5, g_rstd5, g_inplace, g_gamma, g_beta);
+    float *inplace_g = download_new(gpu, g_inplace, n);
+    CHECK(bitwise_equal(inplace_g, out_g, n * 4), "%s: forward with out == in equals the out-of-place result", tag);
+    float *g_dyx = dev_upload(gpu, dy, n), *g_dg5 = dev_upload(gpu, dg0, C), *g_db5 = dev_upload(gpu, db0, C);
+    run_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma);
+    float *dyx_g = download_new(gpu, g_dyx, n), *dg_g5 = download_new(gpu, g_dg5, C), *db_g5 = download_new(gpu, g_db5, C);
+    CHECK(bitwise_equal(dyx_g, dx_g, n * 4) && bitwise_equal(dg_g5, dg_g, C * 4) && bitwise_equal(db_g5, db_g, C * 4),
+          "%s: backward with d_in == d_out equals the separate-buffer result", tag);
+
+    void *dev[] = {g_x, g_dy, g_gamma, g_beta, g_out, g_mean, g_rstd, g_dx, g_dg, g_db, g_out2, g_mean2, g_rstd2,
+                   g_dx2, g_dg2, g_db2, g_dx4, g_db4, g_dg4, g_inplace, g_mean5, g_rstd5, g_dyx, g_dg5, g_db5};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i]) gpu->free(gpu, dev[i]);
+    void *host[] = {x, gamma, beta, dy, dg0, db0, out_c, mean_c, rstd_c, dx_c, dg_c, db_c, out_g, mean_g, rstd_g,
+                    dx_g, dg_g, db_g, out_g2, mean_g2, rstd_g2, dx_g2, dg_g2, db_g2, dg_g3, db_g3, dx_g4, db_g4,
+                    dg_g4, inplace_g, dyx_g, dg_g5, db_g5};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
+// ---- finite differences of the device op -----------------------------------------------------------------
+
+typedef struct {
+    Backend *gpu;
+    NormShape s;
+    float *x, *gamma, *beta, *w;  // host; the FD perturbs one of x/gamma/beta
+    float *g_x, *g_gamma, *g_beta, *g_out, *g_mean, *g_rstd;
+    float *out;  // host scratch
+} FdCtx;
+
+// L = Σ out·w in double, out from the device forward of the current host x/gamma/beta.
+static double fd_loss(void *p) {
+    FdCtx *c = p;
+    const size_t n = shape_rows(&c->s) * c->s.C;
+    c->gpu->upload(c->gpu, c->g_x, c->x, n * sizeof(float));
+    c->gpu->upload(c->gpu, c->g_gamma, c->gamma, (size_t)c->s.C * sizeof(float));
+    c->gpu->upload(c->gpu, c->g_beta, c->beta, (size_t)c->s.C * sizeof(float));
+    run_forward(c->gpu, &c->s, c->g_out, c->g_mean, c->g_rstd, c->g_x, c->g_gamma, c->g_beta);
+    dev_download(c->gpu, c->out, c->g_out, n);
+    return dot_f64(c->out, c->w, n);
+}
+
+static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
+    char tag[128], what[192];
+    if (s.layer) snprintf(tag, sizeof tag, "layer_norm N=%d C=%d", s.B * s.HW, s.C);
+    else snprintf(tag, sizeof tag, "group_norm B=%d HW=%d C=%d G=%d", s.B, s.HW, s.C, s.G);
+    const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
+    FdCtx c = {.gpu = gpu, .s = s};
+    c.x = alloc_input(rng, shape_rows(&s), s.C);
+    c.gamma = test_alloc_normal(rng, C, 0.5f);
+    for (size_t i = 0; i < C; i++) c.gamma[i] += 1.0f;
+    c.beta = test_alloc_normal(rng, C, 0.5f);
+    c.w = test_alloc_normal(rng, n, 1.0f);
+    c.out = host_poison(n);
+    c.g_x = dev_upload(gpu, c.x, n);
+    c.g_gamma = dev_upload(gpu, c.gamma, C);
+    c.g_beta = dev_upload(gpu, c.beta, C);
+    c.g_out = dev_poison(gpu, n);
+    c.g_mean = dev_poison(gpu, ns);
+    c.g_rstd = dev_poison(gpu, ns);
+
+    // Analytic gradients of L = Σ out·w from the device backward with d_out = w (zero pre-fill for +=).
+    float *zeros = DF_CALLOC(C, sizeof(float), "zeros");
+    float *g_w = dev_upload(gpu, c.w, n), *g_dx = dev_poison(gpu, n);
+    float *g_dg = dev_upload(gpu, zeros, C), *g_db = dev_upload(gpu, zeros, C);
+    run_forward(gpu, &s, c.g_out, c.g_mean, c.g_rstd, c.g_x, c.g_gamma, c.g_beta);
+    run_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma);
+    float *dx = download_new(gpu, g_dx, n), *dg = download_new(gpu, g_dg, C), *db = download_new(gpu, g_db, C);
+
+    snprintf(what, sizeof what, "%s: FD d_in", tag);
+    check_grad_fd(what, fd_loss, &c, c.x, n, dx, 48, 1e-2, 1e-2, rng);
+    snprintf(what, sizeof what, "%s: FD d_gamma", tag);
+    check_grad_fd(what, fd_loss, &c, c.gamma, C, dg, 0, 1e-2, 1e-2, rng);
+    snprintf(what, sizeof what, "%s: FD d_beta", tag);
+    check_grad_fd(what, fd_loss, &c, c.beta, C, db, 0, 1e-2, 1e-2, rng);
+
+    void *dev[] = {c.g_x, c.g_gamma, c.g_beta, c.g_out, c.g_mean, c.g_rstd, g_w, g_dx, g_dg, g_db};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
+    void *host[] = {c.x, c.gamma, c.beta, c.w, c.out, zeros, dx, dg, db};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
+int main(void) {
+    Backend *gpu = test_require_cuda();
+    Backend *cpu = backend_cpu_create(0);
+    TestRng rng = test_rng(20240611);
+
+    // group norm: B = 1 and 3; HW = 1, 7, 1023; C = 32·k with G = 32, and C = 12 with G = 3.
+    const NormShape groups[] = {
+        {false, 1, 7, 32, 32, 1e-5f},     // one channel per group
+        {false, 3, 1, 64, 32, 1e-5f},     // two values per group
+        {false, 3, 1023, 64, 32, 1e-6f},  //
+        {false, 1, 1023, 96, 32, 1e-5f},  // Cg = 3
+        {false, 3, 7, 12, 3, 1e-5f},      // Cg = 4
+        {false, 1, 1, 12, 3, 1e-5f},      //
+        {false, 3, 1023, 12, 3, 1e-6f},   //
+        {false, 2, 4096, 320, 32, 1e-5f}, // an SD-sized map (Cg = 10)
+    };
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) test_norm(cpu, gpu, &rng, groups[i], true);
+    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f}, false);
+
+    // layer norm: rows N = B·HW (HW carries N, B = 1), odd and SD-sized widths.
+    const NormShape layers[] = {
+        {true, 1, 1, 32, 1, 1e-5f},    {true, 1, 7, 320, 1, 1e-5f},  {true, 1, 77, 768, 1, 1e-5f},
+        {true, 1, 5, 37, 1, 1e-6f},    {true, 1, 1023, 12, 1, 1e-5f}, {true, 1, 9, 1, 1, 1e-5f},
+        {true, 1, 2048, 320, 1, 1e-5f}, {true, 1, 33, 1280, 1, 1e-6f},
+    };
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_norm(cpu, gpu, &rng, layers[i], true);
+    test_norm(cpu, gpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f}, false);
+
+    // The device backward against finite differences of the device forward.
+    test_norm_fd(gpu, &rng, (NormShape){false, 2, 5, 12, 3, 1e-5f});
+    test_norm_fd(gpu, &rng, (NormShape){false, 1, 3, 64, 32, 1e-5f});
+    test_norm_fd(gpu, &rng, (NormShape){true, 1, 3, 37, 1, 1e-5f});
+
+    backend_destroy(cpu);
+    backend_destroy(gpu);
+    return test_finish("test_gpu_norm");
+}
