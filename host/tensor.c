@@ -71,11 +71,12 @@ void tensor_free(Backend *be, Tensor *t) {
 }
 
 void arena_init(Arena *arena, Backend *be, const char *name, size_t capacity_bytes) {
-    arena->backend = be;
-    arena->name = name;
-    arena->capacity = capacity_bytes;
-    arena->used = 0;
+    *arena = (Arena){.backend = be, .name = name, .capacity = capacity_bytes};
     arena->base = capacity_bytes ? be->alloc(be, capacity_bytes) : NULL;
+}
+
+void arena_init_counting(Arena *arena, Backend *be, const char *name) {
+    *arena = (Arena){.backend = be, .name = name, .capacity = SIZE_MAX, .counting = true};
 }
 
 Tensor arena_tensor(Arena *arena, DType dtype, int ndim, const int64_t *shape) {
@@ -84,6 +85,11 @@ Tensor arena_tensor(Arena *arena, DType dtype, int ndim, const int64_t *shape) {
     DF_CHECK(numel >= 0, "tensor shape overflows int64");
     size_t bytes = (size_t)numel * dtype_size(dtype);
     size_t start = (arena->used + 255) & ~(size_t)255;  // 256-byte alignment: vector loads, cuBLAS
+    if (arena->counting) {
+        arena->used = start + bytes;
+        if (arena->used > arena->peak) arena->peak = arena->used;
+        return t;  // data stays NULL
+    }
     if (start + bytes > arena->capacity) {
         char shape_buf[128];
         DF_FATAL("arena '%s' is full: %zu of %zu bytes used, a tensor %s %s needs %zu more\n"
@@ -93,6 +99,7 @@ Tensor arena_tensor(Arena *arena, DType dtype, int ndim, const int64_t *shape) {
     }
     t.data = arena->base + start;
     arena->used = start + bytes;
+    if (arena->used > arena->peak) arena->peak = arena->used;
     return t;
 }
 
@@ -101,7 +108,7 @@ void arena_reset(Arena *arena) { arena->used = 0; }
 void arena_free(Arena *arena) {
     if (arena->base) arena->backend->free(arena->backend, arena->base);
     arena->base = NULL;
-    arena->capacity = arena->used = 0;
+    arena->capacity = arena->used = arena->peak = 0;
 }
 
 uint16_t f32_to_bf16(float x) {

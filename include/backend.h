@@ -230,6 +230,11 @@ bool cuda_compiled_in(void);
 // "cpu" or "cuda" / "cuda:N" → a backend; fatal with a clear message if unavailable.
 Backend *backend_create_by_name(const char *name);
 void backend_destroy(Backend *be);
+// A backend that computes nothing: it walks a model's code path to measure the activation arena (with
+// arena_init_counting) and count the FLOPs of the matrix ops (conv, linear, attention).
+Backend *backend_counting_create(void);
+double backend_counting_flops(Backend *be);
+void backend_counting_reset(Backend *be);
 
 // Clip-by-global-norm (torch.nn.utils.clip_grad_norm_): scales g by min(1, max_norm/(norm+1e-6)).
 // Returns the norm before clipping. g is one contiguous gradient buffer (one allocation per class).

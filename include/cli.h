@@ -35,5 +35,6 @@ void print_options(const OptionTable *table);
 // Verbs: each returns the process exit code.
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_unet(int argc, char **argv);
 
 #endif  // DIFFURL_CLI_H

@@ -54,9 +54,13 @@ typedef struct {
     char *base;
     size_t capacity;
     size_t used;
+    size_t peak;    // the most ever used (arena_reset keeps it)
+    bool counting;  // measures only: hands out NULL views, never fills up
 } Arena;
 
 void arena_init(Arena *arena, Backend *be, const char *name, size_t capacity_bytes);
+// An arena that only counts: views have data == NULL; arena->peak is the capacity a real run needs.
+void arena_init_counting(Arena *arena, Backend *be, const char *name);
 // A view of `ndim`/`shape` from the arena; fatal (naming the arena, its size and the request) if full.
 Tensor arena_tensor(Arena *arena, DType dtype, int ndim, const int64_t *shape);
 void arena_reset(Arena *arena);

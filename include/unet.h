@@ -1,0 +1,103 @@
+// unet.h — diffusers' UNet2DConditionModel (SD-1.x / SD-2.x family) on the op API: configuration from
+// config.json, parameters by diffusers name, forward and hand-written backward on any backend.
+//
+// Tensors inside the model are channels-last: sample [B, H, W, C], tokens [B, H*W, C]; the parity tool and
+// loaders convert diffusers' NCHW / OIHW at the boundary. Parameter gradients accumulate (+=) into one
+// gradient buffer laid out like the parameter buffer (one allocation per memory class).
+#ifndef DIFFURL_UNET_H
+#define DIFFURL_UNET_H
+
+#include <stdbool.h>
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UNET_MAX_LEVELS 8
+
+typedef struct {
+    int in_channels, out_channels;
+    int levels;                                // len(block_out_channels)
+    int block_out_channels[UNET_MAX_LEVELS];
+    bool down_cross[UNET_MAX_LEVELS];          // CrossAttnDownBlock2D (true) or DownBlock2D, per level
+    bool up_cross[UNET_MAX_LEVELS];            // CrossAttnUpBlock2D (true) or UpBlock2D, in up order
+    int layers_per_block[UNET_MAX_LEVELS];     // per down level (up level i uses reversed + 1)
+    int heads[UNET_MAX_LEVELS];                // attention heads per level (head size = C / heads)
+    int transformer_layers[UNET_MAX_LEVELS];   // BasicTransformerBlocks per Transformer2D, per level
+    bool only_cross_attention[UNET_MAX_LEVELS];
+    int cross_attention_dim;
+    bool use_linear_projection;
+    int norm_num_groups;
+    float norm_eps;
+    bool flip_sin_to_cos;
+    float freq_shift;
+    bool upcast_attention;  // only changes fp16 behaviour; fp32 and bf16 paths already softmax in fp32
+    int downsample_padding;
+    int sample_size;
+    int time_embed_dim;  // block_out_channels[0] * 4
+} UNetConfig;
+
+// Parses a diffusers UNet config.json. Keys that change the architecture in ways not implemented are refused
+// by name with their value (e.g. class_embed_type, addition_embed_type); unknown keys are refused too.
+// Returns < 0 with df_error_message() naming the file, key and value.
+int unet_config_load(UNetConfig *cfg, const char *config_json_path);
+int unet_config_parse(UNetConfig *cfg, const char *json_text, const char *label);
+void unet_config_print(const UNetConfig *cfg, FILE *f);
+
+// One named parameter: where it lives in the parameter (and gradient) buffer, and its diffusers shape.
+typedef struct {
+    char name[160];
+    int ndim;
+    int64_t shape[4];   // as diffusers stores it (conv weights OIHW)
+    bool conv_layout;   // stored internally as OHWI (4-D conv weights with a spatial kernel)
+    size_t offset;      // in floats, into params / grads
+    size_t numel;
+} UNetParam;
+
+typedef struct UNet UNet;
+
+// Builds the model structure and its parameter table from cfg on `be` (parameters uninitialised).
+UNet *unet_create(const UNetConfig *cfg, Backend *be);
+void unet_free(UNet *m);
+
+// Loads weights from a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors), or from a
+// pipeline folder whose unet/ subfolder holds them. Missing or unexpected tensors and shape mismatches are
+// reported by name; any missing tensor or mismatch refuses the model (returns NULL, message set).
+UNet *unet_load(const char *dir, Backend *be);
+// Loads parameters from an open safetensors file into m (F32/F16/BF16 accepted).
+int unet_load_weights(UNet *m, const char *safetensors_path);
+
+const UNetConfig *unet_config(const UNet *m);
+int unet_param_count(const UNet *m);
+const UNetParam *unet_param(const UNet *m, int i);
+const UNetParam *unet_find_param(const UNet *m, const char *name);
+size_t unet_num_params(const UNet *m);  // total floats
+float *unet_params(UNet *m);            // [num_params] on the backend's device
+float *unet_grads(UNet *m);             // [num_params] on the device (allocated on first use; zeroed then)
+void unet_zero_grads(UNet *m);
+// Host copies of one parameter / its gradient in diffusers layout (OIHW for conv weights).
+void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient);
+void unet_write_param(UNet *m, const UNetParam *p, const float *host_src);
+
+// Sizes the activation arena for a batch shape (a dry run of forward + backward on a counting backend) and
+// allocates it. Called by unet_forward when the shape changes. Returns the arena size in bytes.
+size_t unet_prepare(UNet *m, int B, int H, int W, int L);
+
+// out [B,H,W,Cout] = unet(sample [B,H,W,Cin], t [B], ctx [B,L,D]); all device pointers, channels-last.
+// Saves what backward needs in the activation arena.
+void unet_forward(UNet *m, float *out, const float *sample, const float *t, const float *ctx, int B, int H, int W,
+                  int L);
+// Backward of the last forward: d_sample [B,H,W,Cin] (=), d_ctx [B,L,D] (=), parameter grads (+=).
+// d_sample / d_ctx may be NULL.
+void unet_backward(UNet *m, float *d_sample, float *d_ctx, const float *d_out);
+
+// Counted from the config for one forward at this shape (multiply-adds × 2), and backward (≈ 2× forward).
+double unet_forward_flops(UNet *m, int B, int H, int W, int L);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // DIFFURL_UNET_H
