@@ -16,15 +16,27 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "safetensors.h"
 #include "unet.h"
 
 // ---- modules ------------------------------------------------------------------------------------------
+
+#define UNET_NAME_LEN_C 160  // == sizeof(UNetParam.name)
 
 typedef struct {
     size_t w, b;  // offsets into params/grads
     bool bias;
     int in, out;
+    int lora;     // index into UNet.loras, or -1
 } Lin;
+
+// A LoRA adapter on one linear layer: out += (alpha/r) · (x Aᵀ) Bᵀ, A [r, in] ("down"), B [out, r] ("up").
+typedef struct {
+    char module[UNET_NAME_LEN_C];  // diffusers module path, e.g. down_blocks.0.attentions.0....attn1.to_q
+    size_t a, b;                   // offsets into lora_params / lora_grads
+    int in, out;
+    float *u;                      // saved by forward: x Aᵀ [rows, r]
+} Lora;
 
 typedef struct {
     size_t w, b;
@@ -51,6 +63,7 @@ typedef struct {
 } Resnet;
 
 typedef struct {
+    char prefix[UNET_NAME_LEN_C];
     Lin q, k, v, out;
     int heads, dim;
     bool cross;  // keys/values from the context
@@ -122,11 +135,22 @@ struct UNet {
     float *h_final;  // conv_out input side: GN input
     // backward accumulators
     float *d_emb_act, *d_ctx;
+
+    // LoRA: adapters, their parameters (one allocation) and gradients; train_base = full fine-tuning
+    Lora *loras;
+    int nloras, lora_rank;
+    float lora_alpha, lora_scale;
+    UNetParam *lora_table;
+    int nlora_params;
+    size_t lora_total;
+    float *lora_params, *lora_grads;
+    bool train_base;
 };
 
 // ---- parameter table ----------------------------------------------------------------------------------
 
-#define UNET_NAME_LEN ((int)sizeof(((UNetParam *)0)->name))
+#define UNET_NAME_LEN UNET_NAME_LEN_C
+_Static_assert(sizeof(((UNetParam *)0)->name) == UNET_NAME_LEN_C, "parameter name buffers agree");
 
 // Formats a parameter name into dst[UNET_NAME_LEN]; a name that does not fit is a structure bug.
 static void join_name(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -163,7 +187,7 @@ static size_t add_param(UNet *m, const char *name, int ndim, int64_t s0, int64_t
 
 static Lin make_lin(UNet *m, const char *prefix, int in, int out, bool bias) {
     char name[UNET_NAME_LEN];
-    Lin l = {.in = in, .out = out, .bias = bias};
+    Lin l = {.in = in, .out = out, .bias = bias, .lora = -1};
     join_name(name, "%s.weight", prefix);
     l.w = add_param(m, name, 2, out, in, 0, 0);
     if (bias) {
@@ -176,7 +200,7 @@ static Lin make_lin(UNet *m, const char *prefix, int in, int out, bool bias) {
 // A 1×1 conv projection applied as a linear op on channels-last rows; diffusers stores it [out, in, 1, 1].
 static Lin make_conv1x1_lin(UNet *m, const char *prefix, int in, int out) {
     char name[UNET_NAME_LEN];
-    Lin l = {.in = in, .out = out, .bias = true};
+    Lin l = {.in = in, .out = out, .bias = true, .lora = -1};
     join_name(name, "%s.weight", prefix);
     l.w = add_param(m, name, 4, out, in, 1, 1);
     join_name(name, "%s.bias", prefix);
@@ -229,6 +253,7 @@ static Resnet make_resnet(UNet *m, const char *prefix, int cin, int cout) {
 static Attn make_attn(UNet *m, const char *prefix, int dim, int heads, int src_dim, bool cross) {
     char name[UNET_NAME_LEN];
     Attn a = {.heads = heads, .dim = dim, .cross = cross};
+    join_name(a.prefix, "%s", prefix);
     join_name(name, "%s.to_q", prefix);
     a.q = make_lin(m, name, dim, dim, false);
     join_name(name, "%s.to_k", prefix);
@@ -278,6 +303,7 @@ UNet *unet_create(const UNetConfig *cfg, Backend *be) {
     UNet *m = DF_CALLOC(1, sizeof(UNet), "unet");
     m->cfg = *cfg;
     m->be = be;
+    m->train_base = true;
     const UNetConfig *c = &m->cfg;
     char name[UNET_NAME_LEN];
     int c0 = c->block_out_channels[0], n = c->levels;
@@ -369,6 +395,10 @@ void unet_free(UNet *m) {
     if (m->grads) m->be->free(m->be, m->grads);
     free(m->skips);
     free(m->table);
+    if (m->lora_params) m->be->free(m->be, m->lora_params);
+    if (m->lora_grads) m->be->free(m->be, m->lora_grads);
+    free(m->loras);
+    free(m->lora_table);
     free(m);
 }
 
@@ -444,7 +474,13 @@ void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient
 // ---- op helpers ---------------------------------------------------------------------------------------
 
 #define P(off) (m->params + (off))
-#define G(off) (m->grads + (off))
+// Base-parameter gradient, or NULL (not computed) when only the LoRA adapters are trained.
+#define G(off) (m->train_base ? m->grads + (off) : NULL)
+#define PL(off) (m->lora_params + (off))
+#define GL(off) (m->lora_grads + (off))
+
+// acc += x (n floats)
+static void add_into(UNet *m, float *acc, const float *x, size_t n) { m->be->axpby(m->be, acc, 1.0f, acc, 1.0f, x, n); }
 
 static float *act(UNet *m, size_t n) {
     int64_t shape[1] = {(int64_t)n};
@@ -452,12 +488,32 @@ static float *act(UNet *m, size_t n) {
 }
 
 static void lin_fwd(UNet *m, const Lin *l, float *out, const float *in, int rows) {
-    m->be->linear_forward(m->be, out, in, P(l->w), l->bias ? P(l->b) : NULL, rows, l->in, l->out);
+    Backend *be = m->be;
+    be->linear_forward(be, out, in, P(l->w), l->bias ? P(l->b) : NULL, rows, l->in, l->out);  // [rows, out]
+    if (l->lora < 0) return;
+    Lora *a = &m->loras[l->lora];
+    int r = m->lora_rank;
+    a->u = act(m, (size_t)rows * r);
+    be->linear_forward(be, a->u, in, PL(a->a), NULL, rows, l->in, r);                // u = x Aᵀ [rows, r]
+    float *up = act(m, (size_t)rows * l->out);
+    be->linear_forward(be, up, a->u, PL(a->b), NULL, rows, r, l->out);               // u Bᵀ [rows, out]
+    be->axpby(be, out, 1.0f, out, m->lora_scale, up, (size_t)rows * l->out);
 }
 
-// d_in (=, may be NULL) and the parameter gradients (+=).
+// d_in (=, may be NULL) and the parameter gradients (+=): base weights when training them, the adapter always.
 static void lin_bwd(UNet *m, const Lin *l, float *d_in, const float *d_out, const float *in, int rows) {
-    m->be->linear_backward(m->be, d_in, G(l->w), l->bias ? G(l->b) : NULL, d_out, in, P(l->w), rows, l->in, l->out);
+    Backend *be = m->be;
+    be->linear_backward(be, d_in, G(l->w), l->bias ? G(l->b) : NULL, d_out, in, P(l->w), rows, l->in, l->out);
+    if (l->lora < 0) return;
+    Lora *a = &m->loras[l->lora];
+    int r = m->lora_rank;
+    float *d_up = act(m, (size_t)rows * l->out), *d_u = act(m, (size_t)rows * r);
+    be->axpby(be, d_up, m->lora_scale, d_out, 0.0f, NULL, (size_t)rows * l->out);    // scale · d_out
+    be->linear_backward(be, d_u, GL(a->b), NULL, d_up, a->u, PL(a->b), rows, r, l->out);
+    // allocated whether or not d_in is wanted: the measuring pass (all pointers NULL) must take the same path
+    float *d_x = act(m, (size_t)rows * l->in);
+    be->linear_backward(be, d_in ? d_x : NULL, GL(a->a), NULL, d_u, in, PL(a->a), rows, l->in, r);
+    if (d_in) add_into(m, d_in, d_x, (size_t)rows * l->in);
 }
 
 static Conv2dShape conv_shape(const Conv *c, int B, int H, int W) {
@@ -474,8 +530,6 @@ static void conv_bwd(UNet *m, const Conv *c, float *d_in, const float *d_out, co
     m->be->conv2d_backward(m->be, &s, d_in, G(c->w), G(c->b), d_out, in, P(c->w));
 }
 
-// acc += x (n floats)
-static void add_into(UNet *m, float *acc, const float *x, size_t n) { m->be->axpby(m->be, acc, 1.0f, acc, 1.0f, x, n); }
 
 // ---- resnet -------------------------------------------------------------------------------------------
 
@@ -918,7 +972,7 @@ void unet_forward(UNet *m, float *out, const float *sample, const float *t, cons
 
 void unet_backward(UNet *m, float *d_sample, float *d_ctx, const float *d_out) {
     DF_CHECK(m->sample != NULL, "unet_backward needs a unet_forward first");
-    unet_grads(m);
+    if (m->train_base) unet_grads(m);
     m->act.used = m->fwd_mark;  // backward temporaries go after the saved forward tensors
     m->d_ctx = d_ctx;
     backward_impl(m, d_sample, d_out);
@@ -940,4 +994,189 @@ double unet_forward_flops(UNet *m, int B, int H, int W, int L) {
     m->cur = saved_cur;
     backend_destroy(counting);
     return flops;
+}
+
+// ---- LoRA ---------------------------------------------------------------------------------------------
+
+typedef void (*AttnVisitor)(UNet *m, Attn *a, void *ctx);
+
+static void visit_tx(UNet *m, Tx2D *t, AttnVisitor fn, void *ctx) {
+    for (int k = 0; k < t->nblocks; k++) {
+        fn(m, &t->blocks[k].attn1, ctx);
+        fn(m, &t->blocks[k].attn2, ctx);
+    }
+}
+
+// Every attention of the model, in diffusers' parameter order (down, mid, up).
+static void visit_attentions(UNet *m, AttnVisitor fn, void *ctx) {
+    for (int i = 0; i < m->cfg.levels; i++)
+        if (m->down[i].tx)
+            for (int j = 0; j < m->down[i].nres; j++) visit_tx(m, &m->down[i].tx[j], fn, ctx);
+    visit_tx(m, &m->mid_tx, fn, ctx);
+    for (int i = 0; i < m->cfg.levels; i++)
+        if (m->up[i].tx)
+            for (int j = 0; j < m->up[i].nres; j++) visit_tx(m, &m->up[i].tx[j], fn, ctx);
+}
+
+static void add_lora_param(UNet *m, const char *name, int64_t rows, int64_t cols, size_t *offset) {
+    m->lora_table = realloc(m->lora_table, (size_t)(m->nlora_params + 1) * sizeof(UNetParam));
+    if (!m->lora_table) DF_FATAL("out of host memory growing the LoRA parameter table");
+    UNetParam *p = &m->lora_table[m->nlora_params++];
+    memset(p, 0, sizeof *p);
+    join_name(p->name, "%s", name);
+    p->ndim = 2;
+    p->shape[0] = rows, p->shape[1] = cols;
+    p->numel = (size_t)(rows * cols);
+    p->offset = m->lora_total;
+    m->lora_total += (p->numel + 63) & ~(size_t)63;
+    *offset = p->offset;
+}
+
+static void attach_lora(UNet *m, Lin *l, const char *module) {
+    m->loras = realloc(m->loras, (size_t)(m->nloras + 1) * sizeof(Lora));
+    if (!m->loras) DF_FATAL("out of host memory growing the LoRA adapter list");
+    Lora *a = &m->loras[m->nloras];
+    memset(a, 0, sizeof *a);
+    join_name(a->module, "%s", module);
+    a->in = l->in, a->out = l->out;
+    char name[UNET_NAME_LEN];
+    join_name(name, "unet.%s.lora_A.weight", module);
+    add_lora_param(m, name, m->lora_rank, l->in, &a->a);
+    join_name(name, "unet.%s.lora_B.weight", module);
+    add_lora_param(m, name, l->out, m->lora_rank, &a->b);
+    l->lora = m->nloras++;
+}
+
+static void attach_attn_loras(UNet *m, Attn *a, void *ctx) {
+    char module[UNET_NAME_LEN];
+    join_name(module, "%s.to_q", a->prefix);
+    attach_lora(m, &a->q, module);
+    join_name(module, "%s.to_k", a->prefix);
+    attach_lora(m, &a->k, module);
+    join_name(module, "%s.to_v", a->prefix);
+    attach_lora(m, &a->v, module);
+    join_name(module, "%s.to_out.0", a->prefix);
+    attach_lora(m, &a->out, module);
+}
+
+int unet_lora_enable(UNet *m, int rank, float alpha, uint64_t seed) {
+    if (m->nloras) return df_fail(DF_ERR_ARG, "unet: LoRA is already enabled (rank %d)", m->lora_rank);
+    if (rank < 1) return df_fail(DF_ERR_ARG, "unet: LoRA rank must be >= 1 (got %d)", rank);
+    m->lora_rank = rank;
+    m->lora_alpha = alpha;
+    m->lora_scale = alpha / (float)rank;
+    visit_attentions(m, attach_attn_loras, NULL);
+    Backend *be = m->be;
+    m->lora_params = be->alloc(be, m->lora_total * sizeof(float));
+    m->lora_grads = be->alloc(be, m->lora_total * sizeof(float));
+    be->zero(be, m->lora_params, m->lora_total * sizeof(float));
+    be->zero(be, m->lora_grads, m->lora_total * sizeof(float));
+    // diffusers' LoRALinearLayer: down ~ N(0, (1/r)²), up = 0, so the adapted model starts equal to the base.
+    for (int i = 0; i < m->nloras; i++) {
+        const UNetParam *pa = unet_lora_param(m, 2 * i);
+        be->gaussian_fill(be, PL(pa->offset), pa->numel, seed, (uint64_t)i, 0);
+        be->axpby(be, PL(pa->offset), 1.0f / (float)rank, PL(pa->offset), 0.0f, NULL, pa->numel);
+    }
+    m->train_base = false;
+    m->shape[0] = 0;  // the activation arena must be re-measured with the adapters
+    return DF_OK;
+}
+
+void unet_set_train_base(UNet *m, bool train) {
+    m->train_base = train;
+    m->shape[0] = 0;
+}
+bool unet_lora_enabled(const UNet *m) { return m->nloras > 0; }
+int unet_lora_rank(const UNet *m) { return m->lora_rank; }
+float unet_lora_alpha(const UNet *m) { return m->lora_alpha; }
+int unet_lora_param_count(const UNet *m) { return m->nlora_params; }
+const UNetParam *unet_lora_param(const UNet *m, int i) { return &m->lora_table[i]; }
+size_t unet_lora_num_params(const UNet *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->nlora_params; i++) n += m->lora_table[i].numel;
+    return n;
+}
+float *unet_lora_params(UNet *m) { return m->lora_params; }
+float *unet_lora_grads(UNet *m) { return m->lora_grads; }
+size_t unet_lora_buffer_floats(const UNet *m) { return m->lora_total; }
+void unet_lora_zero_grads(UNet *m) {
+    if (m->lora_grads) m->be->zero(m->be, m->lora_grads, m->lora_total * sizeof(float));
+}
+void unet_lora_read(UNet *m, const UNetParam *p, float *host_dst, bool gradient) {
+    m->be->download(m->be, host_dst, (gradient ? m->lora_grads : m->lora_params) + p->offset, p->numel * sizeof(float));
+}
+
+int unet_lora_save(UNet *m, const char *path) {
+    if (!m->nloras) return df_fail(DF_ERR_ARG, "%s: the model has no LoRA adapters to save", path);
+    SafeTensorsEntry *entries = DF_CALLOC((size_t)m->nlora_params, sizeof(SafeTensorsEntry), "LoRA entries");
+    float **bufs = DF_CALLOC((size_t)m->nlora_params, sizeof(float *), "LoRA buffers");
+    for (int i = 0; i < m->nlora_params; i++) {
+        const UNetParam *p = &m->lora_table[i];
+        bufs[i] = DF_MALLOC(p->numel * sizeof(float), "LoRA tensor");
+        unet_lora_read(m, p, bufs[i], false);
+        entries[i] = (SafeTensorsEntry){p->name, DT_F32, 2, {p->shape[0], p->shape[1]}, bufs[i]};
+    }
+    char rank[32], alpha[32], json[512];
+    snprintf(rank, sizeof rank, "%d", m->lora_rank);
+    snprintf(alpha, sizeof alpha, "%.9g", m->lora_alpha);
+    // newer diffusers (with PEFT) reads rank/alpha from lora_adapter_metadata; plain keys for everyone else
+    snprintf(json, sizeof json,
+             "{\"unet.lora_alpha\": %.9g, \"unet.r\": %d, \"unet.target_modules\": [\"to_q\", \"to_k\", \"to_v\", "
+             "\"to_out.0\"]}", m->lora_alpha, m->lora_rank);
+    const char *meta[] = {"format", "pt", "lora_rank", rank, "lora_alpha", alpha, "lora_adapter_metadata", json};
+    int status = safetensors_write(path, entries, m->nlora_params, meta, 4);
+    for (int i = 0; i < m->nlora_params; i++) free(bufs[i]);
+    free(bufs);
+    free(entries);
+    return status;
+}
+
+int unet_lora_load(UNet *m, const char *path) {
+    SafeTensorsFile f;
+    if (safetensors_open(&f, path) < 0) return DF_ERR_FORMAT;
+    int status = DF_OK;
+    const char *rank_s = safetensors_meta(&f, "lora_rank"), *alpha_s = safetensors_meta(&f, "lora_alpha");
+    int rank = 0;
+    float alpha = 0.0f;
+    if (rank_s && alpha_s) {
+        rank = atoi(rank_s);
+        alpha = strtof(alpha_s, NULL);
+    } else {  // no metadata: rank from the first lora_A tensor, alpha = rank (scale 1), as PEFT defaults
+        for (int i = 0; i < f.count && !rank; i++)
+            if (strstr(f.tensors[i].name, ".lora_A.weight") && f.tensors[i].ndim == 2) rank = (int)f.tensors[i].shape[0];
+        alpha = (float)rank;
+        fprintf(stderr, "unet: %s has no lora_rank/lora_alpha metadata: using rank %d, alpha %g\n", path, rank, alpha);
+    }
+    if (rank < 1) {
+        status = df_fail(DF_ERR_FORMAT, "%s: cannot tell the LoRA rank (metadata lora_rank = %s)", path,
+                         rank_s ? rank_s : "absent");
+        goto done;
+    }
+    if (!m->nloras) {
+        if ((status = unet_lora_enable(m, rank, alpha, 0)) < 0) goto done;
+    } else if (m->lora_rank != rank) {
+        status = df_fail(DF_ERR_ARG, "%s: LoRA rank %d does not match the model's adapters (rank %d)", path, rank,
+                         m->lora_rank);
+        goto done;
+    } else {
+        m->lora_alpha = alpha;
+        m->lora_scale = alpha / (float)rank;
+    }
+    for (int i = 0; i < m->nlora_params && status == DF_OK; i++) {
+        const UNetParam *p = &m->lora_table[i];
+        float *host = DF_MALLOC(p->numel * sizeof(float), "LoRA staging");
+        status = safetensors_load_f32(&f, p->name, 2, p->shape, host);
+        if (status == DF_OK) m->be->upload(m->be, m->lora_params + p->offset, host, p->numel * sizeof(float));
+        free(host);
+    }
+    for (int i = 0; i < f.count && status == DF_OK; i++) {
+        bool known = false;
+        for (int j = 0; j < m->nlora_params && !known; j++) known = !strcmp(m->lora_table[j].name, f.tensors[i].name);
+        if (!known)
+            status = df_fail(DF_ERR_FORMAT, "%s: tensor '%s' is not a LoRA adapter of this model (expected "
+                             "unet.<module>.lora_A/lora_B.weight on to_q/to_k/to_v/to_out.0)", path, f.tensors[i].name);
+    }
+done:
+    safetensors_close(&f);
+    return status;
 }

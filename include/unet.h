@@ -93,6 +93,31 @@ void unet_forward(UNet *m, float *out, const float *sample, const float *t, cons
 // d_sample / d_ctx may be NULL.
 void unet_backward(UNet *m, float *d_sample, float *d_ctx, const float *d_out);
 
+// LoRA (rank r, alpha) on to_q, to_k, to_v and to_out.0 of every attention, self and cross:
+// out += (alpha/r)·(x Aᵀ) Bᵀ with A [r, in] ~ N(0, (1/r)²) and B [out, r] = 0 (diffusers' LoRALinearLayer).
+// Enabling LoRA makes only the adapters trainable (base gradients are not computed);
+// unet_set_train_base(m, true) trains everything (full fine-tuning).
+int unet_lora_enable(UNet *m, int rank, float alpha, uint64_t seed);
+void unet_set_train_base(UNet *m, bool train);
+bool unet_lora_enabled(const UNet *m);
+int unet_lora_rank(const UNet *m);
+float unet_lora_alpha(const UNet *m);
+// LoRA parameters are named as diffusers/PEFT save them: unet.<module>.lora_A.weight [r, in] and
+// unet.<module>.lora_B.weight [out, r]; entry 2i is adapter i's A, 2i+1 its B.
+int unet_lora_param_count(const UNet *m);
+const UNetParam *unet_lora_param(const UNet *m, int i);
+size_t unet_lora_num_params(const UNet *m);     // total floats in the adapters
+size_t unet_lora_buffer_floats(const UNet *m);  // size of the (aligned) buffers below
+float *unet_lora_params(UNet *m);               // device buffers, one allocation each
+float *unet_lora_grads(UNet *m);
+void unet_lora_zero_grads(UNet *m);
+void unet_lora_read(UNet *m, const UNetParam *p, float *host_dst, bool gradient);
+// Saves the adapters as safetensors in the format diffusers' load_lora_weights reads (PEFT keys; rank and
+// alpha in the metadata), written atomically. Load enables LoRA from the file's rank/alpha if needed; any
+// missing, unexpected or mis-shaped tensor is refused by name.
+int unet_lora_save(UNet *m, const char *path);
+int unet_lora_load(UNet *m, const char *path);
+
 // Counted from the config for one forward at this shape (multiply-adds × 2), and backward (≈ 2× forward).
 double unet_forward_flops(UNet *m, int B, int H, int W, int L);
 
