@@ -135,6 +135,8 @@ struct UNet {
     float *h_final;  // conv_out input side: GN input
     // backward accumulators
     float *d_emb_act, *d_ctx;
+    float *hold[2];  // block input gradients (see hold_gradient)
+    bool recompute;
 
     // LoRA: adapters, their parameters (one allocation) and gradients; train_base = full fine-tuning
     Lora *loras;
@@ -738,6 +740,73 @@ static float *tx_bwd(UNet *m, Tx2D *t, const float *d_out) {
     return d_x;
 }
 
+// ---- blocks: recompute (gradient checkpointing) and backward compaction -------------------------------
+//
+// A block is one resnet or one Transformer2D. With recompute on, forward keeps only a block's output (in a
+// slot taken before the block runs; everything the block saved is released), and backward re-runs the
+// block's forward from its kept input before differentiating it. In both modes a block's backward
+// temporaries are released once its input gradient is copied into one of two hold buffers.
+
+static float *keep_output(UNet *m, size_t mark_after_slot, float *slot, const float *out, size_t n) {
+    m->be->copy(m->be, slot, out, n * sizeof(float));
+    m->cur->used = mark_after_slot;
+    return slot;
+}
+
+static float *resnet_block_fwd(UNet *m, Resnet *r, const float *x, int B, int H, int W) {
+    if (!m->recompute) return resnet_fwd(m, r, x, B, H, W);
+    size_t n = (size_t)B * H * W * r->cout;
+    float *slot = act(m, n);
+    size_t mark = m->cur->used;
+    return keep_output(m, mark, slot, resnet_fwd(m, r, x, B, H, W), n);
+}
+
+static float *tx_block_fwd(UNet *m, Tx2D *t, const float *x, int B, int HW) {
+    if (!m->recompute) return tx_fwd(m, t, x, B, HW);
+    size_t n = (size_t)B * HW * t->C;
+    float *slot = act(m, n);
+    size_t mark = m->cur->used;
+    return keep_output(m, mark, slot, tx_fwd(m, t, x, B, HW), n);
+}
+
+// Moves a block's input gradient into the hold buffer not holding d_out, and releases the block's temporaries.
+static float *hold_gradient(UNet *m, size_t mark, const float *d_out, const float *d_x, size_t n) {
+    float *hold = m->hold[0] == d_out ? m->hold[1] : m->hold[0];
+    m->be->copy(m->be, hold, d_x, n * sizeof(float));
+    m->cur->used = mark;
+    return hold;
+}
+
+static float *resnet_block_bwd(UNet *m, Resnet *r, const float *d_out) {
+    size_t mark = m->cur->used;
+    if (m->recompute) resnet_fwd(m, r, r->x, r->B, r->H, r->W);
+    float *d_x = resnet_bwd(m, r, d_out);
+    return hold_gradient(m, mark, d_out, d_x, (size_t)r->B * r->H * r->W * r->cin);
+}
+
+static float *tx_block_bwd(UNet *m, Tx2D *t, const float *d_out) {
+    size_t mark = m->cur->used;
+    if (m->recompute) tx_fwd(m, t, t->x, t->B, t->HW);
+    float *d_x = tx_bwd(m, t, d_out);
+    return hold_gradient(m, mark, d_out, d_x, (size_t)t->B * t->HW * t->C);
+}
+
+// The largest block input/output gradient (floats): the size of each hold buffer.
+static size_t max_block_gradient(const UNet *m) {
+    size_t most = 0;
+    const Level *levels[2] = {m->down, m->up};
+    for (int side = 0; side < 2; side++)
+        for (int i = 0; i < m->cfg.levels; i++) {
+            const Level *lv = &levels[side][i];
+            for (int j = 0; j < lv->nres; j++) {
+                size_t c = (size_t)(lv->res[j].cin > lv->res[j].cout ? lv->res[j].cin : lv->res[j].cout);
+                size_t n = (size_t)m->B * lv->H * lv->W * c;
+                if (n > most) most = n;
+            }
+        }
+    return most;
+}
+
 // ---- whole model --------------------------------------------------------------------------------------
 
 static int count_skips(const UNet *m) {
@@ -778,8 +847,8 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
         Level *lv = &m->down[i];
         lv->H = H, lv->W = W;
         for (int j = 0; j < lv->nres; j++) {
-            h = resnet_fwd(m, &lv->res[j], h, B, H, W);
-            if (lv->tx) h = tx_fwd(m, &lv->tx[j], h, B, H * W);
+            h = resnet_block_fwd(m, &lv->res[j], h, B, H, W);
+            if (lv->tx) h = tx_block_fwd(m, &lv->tx[j], h, B, H * W);
             m->skips[nsk++] = h;
         }
         if (lv->has_sample) {
@@ -793,9 +862,9 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
     }
 
     // mid
-    h = resnet_fwd(m, &m->mid_res[0], h, B, H, W);
-    h = tx_fwd(m, &m->mid_tx, h, B, H * W);
-    h = resnet_fwd(m, &m->mid_res[1], h, B, H, W);
+    h = resnet_block_fwd(m, &m->mid_res[0], h, B, H, W);
+    h = tx_block_fwd(m, &m->mid_tx, h, B, H * W);
+    h = resnet_block_fwd(m, &m->mid_res[1], h, B, H, W);
 
     // up
     for (int i = 0; i < c->levels; i++) {
@@ -807,8 +876,8 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
             int c_prev = up_prev_channels(m, i, j), c_skip = r->cin - c_prev;
             float *cat = act(m, (size_t)B * H * W * r->cin);
             be->concat_forward(be, cat, h, skip, B * H * W, c_prev, c_skip);
-            h = resnet_fwd(m, r, cat, B, H, W);
-            if (lv->tx) h = tx_fwd(m, &lv->tx[j], h, B, H * W);
+            h = resnet_block_fwd(m, r, cat, B, H, W);
+            if (lv->tx) h = tx_block_fwd(m, &lv->tx[j], h, B, H * W);
         }
         if (lv->has_sample) {
             int C = lv->sample_conv.cin;
@@ -839,6 +908,8 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     int B = m->B, H = m->H, W = m->W, c0 = c->block_out_channels[0], T = c->time_embed_dim;
     size_t n = (size_t)B * H * W * c0;
 
+    size_t hold_n = max_block_gradient(m);
+    m->hold[0] = act(m, hold_n), m->hold[1] = act(m, hold_n);
     m->d_emb_act = act(m, (size_t)B * T);
     be->zero(be, m->d_emb_act, (size_t)B * T * sizeof(float));
     if (m->d_ctx) be->zero(be, m->d_ctx, (size_t)B * m->L * c->cross_attention_dim * sizeof(float));
@@ -865,8 +936,8 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
         }
         for (int j = lv->nres - 1; j >= 0; j--) {
             Resnet *r = &lv->res[j];
-            if (lv->tx) d_h = tx_bwd(m, &lv->tx[j], d_h);
-            float *d_cat = resnet_bwd(m, r, d_h);
+            if (lv->tx) d_h = tx_block_bwd(m, &lv->tx[j], d_h);
+            float *d_cat = resnet_block_bwd(m, r, d_h);
             int c_prev = up_prev_channels(m, i, j), c_skip = r->cin - c_prev;
             size_t rows = (size_t)B * Hl * Wl;
             float *d_prev = act(m, rows * c_prev), *d_skip = act(m, rows * c_skip);
@@ -883,9 +954,9 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     DF_CHECK(nsk == m->nskips, "every skip connection has a gradient (UNet structure bug)");
 
     // mid
-    d_h = resnet_bwd(m, &m->mid_res[1], d_h);
-    d_h = tx_bwd(m, &m->mid_tx, d_h);
-    d_h = resnet_bwd(m, &m->mid_res[0], d_h);
+    d_h = resnet_block_bwd(m, &m->mid_res[1], d_h);
+    d_h = tx_block_bwd(m, &m->mid_tx, d_h);
+    d_h = resnet_block_bwd(m, &m->mid_res[0], d_h);
 
     // down (reverse): each saved output gets its main-path gradient plus its skip gradient
     int k = m->nskips - 1;
@@ -901,8 +972,8 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
         }
         for (int j = lv->nres - 1; j >= 0; j--) {
             add_into(m, d_h, d_skips[k--], (size_t)B * Hl * Wl * lv->res[j].cout);
-            if (lv->tx) d_h = tx_bwd(m, &lv->tx[j], d_h);
-            d_h = resnet_bwd(m, &lv->res[j], d_h);
+            if (lv->tx) d_h = tx_block_bwd(m, &lv->tx[j], d_h);
+            d_h = resnet_block_bwd(m, &lv->res[j], d_h);
         }
     }
     add_into(m, d_h, d_skips[k--], (size_t)B * H * W * c0);
@@ -1180,3 +1251,9 @@ done:
     safetensors_close(&f);
     return status;
 }
+
+void unet_set_recompute(UNet *m, bool on) {
+    m->recompute = on;
+    m->shape[0] = 0;  // re-measure the activation arena
+}
+size_t unet_activation_bytes(const UNet *m) { return m->act.capacity; }

@@ -118,6 +118,13 @@ void unet_lora_read(UNet *m, const UNetParam *p, float *host_dst, bool gradient)
 int unet_lora_save(UNet *m, const char *path);
 int unet_lora_load(UNet *m, const char *path);
 
+// Gradient checkpointing: forward keeps only each block's output (resnets, transformers) and backward
+// recomputes the block before differentiating it; the activation arena shrinks accordingly. Results are
+// bit-identical to the stored mode.
+void unet_set_recompute(UNet *m, bool on);
+// Bytes of the activation arena for the last prepared shape.
+size_t unet_activation_bytes(const UNet *m);
+
 // Counted from the config for one forward at this shape (multiply-adds × 2), and backward (≈ 2× forward).
 double unet_forward_flops(UNet *m, int B, int H, int W, int L);
 
