@@ -86,6 +86,10 @@ static double nop_norm(Backend *be, const float *x, size_t n) { return 0.0; }
 static void nop_gauss(Backend *be, float *o, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {}
 static void nop_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) {}
 static void nop_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) {}
+static void nop_ddim(Backend *be, float *xp, float *lp, const float *x, const float *mo, const float *z,
+                     const float *c, int B, size_t n, bool rescore) {}
+static void nop_ddim_b(Backend *be, float *dm, const float *dl, const float *x, const float *mo, const float *xp,
+                       const float *c, int B, size_t n) {}
 
 Backend *backend_counting_create(void) {
     Backend *be = DF_CALLOC(1, sizeof(Backend), "counting backend");
@@ -132,6 +136,8 @@ Backend *backend_counting_create(void) {
     be->gaussian_fill = nop_gauss;
     be->cast_f32_to_bf16 = nop_to_bf16;
     be->cast_bf16_to_f32 = nop_from_bf16;
+    be->ddim_step = nop_ddim;
+    be->ddim_logprob_backward = nop_ddim_b;
     return be;
 }
 

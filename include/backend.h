@@ -163,6 +163,25 @@ typedef void CastBf16ToF32Fn(Backend *be, float *out, const uint16_t *in, size_t
 typedef void LinearForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
                                  const float *bias, int M, int K, int N);
 
+// One stochastic DDIM step per sample and its log-probability — ddpo-pytorch's ddim_step_with_logprob.
+// Per-sample coefficients coef [B, DDIM_COEFS] (built on the host from the schedule, see ddim.h):
+//   x̂0 = (cx·x_t + cm·m) / cd      (epsilon: cx=1, cm=−√(1−ᾱ_t), cd=√ᾱ_t; v: cx=√ᾱ_t, cm=−√(1−ᾱ_t), cd=1)
+//   x̂0 = clamp(x̂0, ±clip) when clip > 0
+//   ε̂  = ex·x_t + em·m              (epsilon: ex=0, em=1; v: ex=√(1−ᾱ_t), em=√ᾱ_t)
+//   μ  = sqrt_alpha_prev·x̂0 + dir·ε̂,   dir = √(1 − ᾱ_prev − σ²)
+//   x_prev = μ + σ·noise   (rescore: x_prev is an input, not written)
+//   log_prob[b] = mean_i [ −(x_prev − μ)² / (2σ²) − log σ − log √(2π) ]   (fp64 accumulation, fixed order)
+// m is the model output (ε̂ or v), x_t/m/noise/x_prev are [B, n]. noise may be NULL (σ·z omitted);
+// log_prob may be NULL (σ = 0: deterministic DDIM has no log-probability).
+#define DDIM_COEFS 9
+enum { DDIM_CX, DDIM_CM, DDIM_CD, DDIM_EX, DDIM_EM, DDIM_SQRT_ALPHA_PREV, DDIM_DIR, DDIM_SIGMA, DDIM_CLIP };
+typedef void DdimStepFn(Backend *be, float *x_prev, float *log_prob, const float *x_t, const float *model_out,
+                        const float *noise, const float *coef, int B, size_t n, bool rescore);
+// Gradient of log_prob w.r.t. the model output (x_t and x_prev fixed; it flows through μ only):
+// d_model_out [B, n] (=) from d_log_prob [B].
+typedef void DdimLogprobBackwardFn(Backend *be, float *d_model_out, const float *d_log_prob, const float *x_t,
+                                   const float *model_out, const float *x_prev, const float *coef, int B, size_t n);
+
 // bf16 convolution for the mixed-precision path: out (bf16) = conv(in (bf16), weight (bf16)) + bias (fp32,
 // may be NULL), fp32 accumulation; same layouts as conv2d_forward.
 typedef void Conv2dForwardBf16Fn(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
@@ -218,6 +237,8 @@ struct Backend {
     GaussianFillFn *gaussian_fill;
     CastF32ToBf16Fn *cast_f32_to_bf16;
     CastBf16ToF32Fn *cast_bf16_to_f32;
+    DdimStepFn *ddim_step;
+    DdimLogprobBackwardFn *ddim_logprob_backward;
 };
 
 // The CPU backend (always available). threads <= 0: OpenMP's default.

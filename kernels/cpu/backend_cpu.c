@@ -83,5 +83,7 @@ Backend *backend_cpu_create(int threads) {
     be->gaussian_fill = cpu_gaussian_fill;
     be->cast_f32_to_bf16 = cpu_cast_f32_to_bf16;
     be->cast_bf16_to_f32 = cpu_cast_bf16_to_f32;
+    be->ddim_step = cpu_ddim_step;
+    be->ddim_logprob_backward = cpu_ddim_logprob_backward;
     return be;
 }

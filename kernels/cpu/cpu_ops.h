@@ -8,6 +8,10 @@
 // Threads the CPU backend was created with (OpenMP and OpenBLAS).
 int cpu_backend_threads(const Backend *be);
 
+// acc [cols] += Σ_r x [rows, cols] (the bias gradient of linear and conv2d): each column summed in row
+// order in double and added once, so the result is independent of the thread count. Defined in linear.c.
+void cpu_column_sum_accumulate(float *acc, const float *x, size_t rows, int cols);
+
 // conv2d.c
 Conv2dForwardFn cpu_conv2d_forward;
 Conv2dBackwardFn cpu_conv2d_backward;
@@ -52,5 +56,8 @@ GaussianFillFn cpu_gaussian_fill;
 // cast.c
 CastF32ToBf16Fn cpu_cast_f32_to_bf16;
 CastBf16ToF32Fn cpu_cast_bf16_to_f32;
+// ddim.c
+DdimStepFn cpu_ddim_step;
+DdimLogprobBackwardFn cpu_ddim_logprob_backward;
 
 #endif  // DIFFURL_CPU_OPS_H

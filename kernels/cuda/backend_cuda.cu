@@ -150,5 +150,7 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->gaussian_fill = cuda_gaussian_fill;
     be->cast_f32_to_bf16 = cuda_cast_f32_to_bf16;
     be->cast_bf16_to_f32 = cuda_cast_bf16_to_f32;
+    be->ddim_step = cuda_ddim_step;
+    be->ddim_logprob_backward = cuda_ddim_logprob_backward;
     return be;
 }

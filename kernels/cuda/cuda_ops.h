@@ -54,6 +54,9 @@ GaussianFillFn cuda_gaussian_fill;
 // cast.cu
 CastF32ToBf16Fn cuda_cast_f32_to_bf16;
 CastBf16ToF32Fn cuda_cast_bf16_to_f32;
+// ddim.cu
+DdimStepFn cuda_ddim_step;
+DdimLogprobBackwardFn cuda_ddim_logprob_backward;
 
 #ifdef __cplusplus
 }
