@@ -28,7 +28,11 @@ static float *read_input(const SafeTensorsFile *f, const char *name, int ndim, i
         return NULL;
     }
     if (t->ndim != ndim) {
-        fprintf(stderr, "diffurl unet: %s: tensor '%s' has %d dims, expected %d\n", path, name, t->ndim, ndim);
+        char got[128] = "[";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        fprintf(stderr, "diffurl unet: %s: tensor '%s' has shape %s] (%d dims), expected %d dims (%s)\n", path, name,
+                got, t->ndim, ndim, ndim == 4 ? "[B, C, H, W]" : ndim == 3 ? "[B, L, D]" : "[B]");
         return NULL;
     }
     int64_t numel = 1;
@@ -104,6 +108,12 @@ int cmd_unet(int argc, char **argv) {
     if (!shape_is(in_path, "sample", s_sample, want_sample, 4) || !shape_is(in_path, "timestep", s_t, want_t, 1) ||
         !shape_is(in_path, "encoder_hidden_states", s_ctx, want_ctx, 3))
         goto done;
+    int factor = 1 << (cfg->levels - 1);
+    if (H % factor || W % factor) {
+        fprintf(stderr, "diffurl unet: %s: tensor 'sample' is %dx%d, but this %d-level UNet needs H and W divisible "
+                "by %d\n", in_path, H, W, cfg->levels, factor);
+        goto done;
+    }
     int Co = cfg->out_channels;
     if (backward) {
         gout = read_input(&in, "grad_out", 4, s_gout, in_path);

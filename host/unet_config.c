@@ -90,7 +90,7 @@ static char *json_value_str(const cJSON *v, char *buf, size_t size) {
 }
 
 static int check_fixed(const FixedKey *fk, const cJSON *v, const char *label) {
-    char shown[128];
+    char shown[128], allowed[64];
     bool ok = true;
     switch (fk->rule) {
     case IGNORED: return DF_OK;
@@ -105,25 +105,29 @@ static int check_fixed(const FixedKey *fk, const cJSON *v, const char *label) {
                    fk->rule == MUST_BE_NULL    ? "null"
                    : fk->rule == MUST_BE_FALSE ? "false"
                    : fk->rule == MUST_BE_STRING ? fk->string
-                                                : (snprintf(shown, sizeof shown, "%g", fk->number), shown));
+                                                : (snprintf(allowed, sizeof allowed, "%g", fk->number), allowed));
 }
+
+// Sizes beyond this are not a UNet anyone can run: refuse them rather than overflow.
+#define CONFIG_INT_MAX 1000000
 
 // An int, or a per-level list of ints (len must be `levels`), into out[levels].
 static int int_or_list(const cJSON *v, int levels, int *out, const char *key, const char *label, int min_value) {
     char shown[128];
     if (cJSON_IsNumber(v)) {
-        if (v->valuedouble != floor(v->valuedouble) || v->valuedouble < min_value)
-            return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s must be an integer >= %d", label, key,
-                           json_value_str(v, shown, sizeof shown), min_value);
+        if (v->valuedouble != floor(v->valuedouble) || v->valuedouble < min_value || v->valuedouble > CONFIG_INT_MAX)
+            return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s must be an integer in [%d, %d]", label, key,
+                           json_value_str(v, shown, sizeof shown), min_value, CONFIG_INT_MAX);
         for (int i = 0; i < levels; i++) out[i] = (int)v->valuedouble;
         return DF_OK;
     }
     if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == levels) {
         for (int i = 0; i < levels; i++) {
             const cJSON *e = cJSON_GetArrayItem(v, i);
-            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < min_value)
-                return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s: entry %d must be an integer >= %d", label,
-                               key, json_value_str(v, shown, sizeof shown), i, min_value);
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < min_value ||
+                e->valuedouble > CONFIG_INT_MAX)
+                return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s: entry %d must be an integer in [%d, %d]", label,
+                               key, json_value_str(v, shown, sizeof shown), i, min_value, CONFIG_INT_MAX);
             out[i] = (int)e->valuedouble;
         }
         return DF_OK;
@@ -132,17 +136,33 @@ static int int_or_list(const cJSON *v, int levels, int *out, const char *key, co
                    json_value_str(v, shown, sizeof shown), levels);
 }
 
-static int get_int(const cJSON *root, const char *key, int fallback, int *out, const char *label) {
+static int get_int(const cJSON *root, const char *key, int fallback, int min_value, int *out, const char *label) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     char shown[128];
     if (!v || cJSON_IsNull(v)) {
         *out = fallback;
         return DF_OK;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s must be an integer", label, key,
-                       json_value_str(v, shown, sizeof shown));
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < min_value ||
+        v->valuedouble > CONFIG_INT_MAX)
+        return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s must be an integer in [%d, %d]", label, key,
+                       json_value_str(v, shown, sizeof shown), min_value, CONFIG_INT_MAX);
     *out = (int)v->valuedouble;
+    return DF_OK;
+}
+
+// A number (not a string, not null unless absent); `positive` requires > 0.
+static int get_float(const cJSON *root, const char *key, float fallback, bool positive, float *out, const char *label) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    char shown[128];
+    if (!v) {
+        *out = fallback;
+        return DF_OK;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || (positive && !(v->valuedouble > 0)))
+        return df_fail(DF_ERR_ARG, "%s: config key '%s' = %s must be a %snumber", label, key,
+                       json_value_str(v, shown, sizeof shown), positive ? "positive " : "");
+    *out = (float)v->valuedouble;
     return DF_OK;
 }
 
@@ -180,7 +200,8 @@ static int parse_block_types(const cJSON *root, const char *key, int levels, con
 
 int unet_config_parse(UNetConfig *cfg, const char *json_text, const char *label) {
     memset(cfg, 0, sizeof *cfg);
-    cJSON *root = cJSON_Parse(json_text);
+    // require_null_terminated: text after the object (a second object, say) is an error, not ignored
+    cJSON *root = cJSON_ParseWithOpts(json_text, NULL, 1);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return df_fail(DF_ERR_FORMAT, "%s: not a JSON object", label);
@@ -192,8 +213,13 @@ int unet_config_parse(UNetConfig *cfg, const char *json_text, const char *label)
         if ((status = (call)) < 0) goto done; \
     } while (0)
 
-    // 1. every key is known
+    // 1. every key is known, and appears once (Python's json keeps the last duplicate, cJSON finds the first)
     for (const cJSON *item = root->child; item; item = item->next) {
+        for (const cJSON *later = item->next; later; later = later->next)
+            if (!strcmp(item->string, later->string)) {
+                status = df_fail(DF_ERR_FORMAT, "%s: config key '%s' appears more than once", label, item->string);
+                goto done;
+            }
         bool known = false;
         for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0] && !known; i++)
             if (!strcmp(item->string, fixed_keys[i].key)) {
@@ -219,8 +245,8 @@ int unet_config_parse(UNetConfig *cfg, const char *json_text, const char *label)
     }
     cfg->levels = cJSON_GetArraySize(boc);
     TRY(int_or_list(boc, cfg->levels, cfg->block_out_channels, "block_out_channels", label, 1));
-    TRY(get_int(root, "in_channels", 4, &cfg->in_channels, label));
-    TRY(get_int(root, "out_channels", 4, &cfg->out_channels, label));
+    TRY(get_int(root, "in_channels", 4, 1, &cfg->in_channels, label));
+    TRY(get_int(root, "out_channels", 4, 1, &cfg->out_channels, label));
     TRY(parse_block_types(root, "down_block_types", cfg->levels, "CrossAttnDownBlock2D", "DownBlock2D",
                           cfg->down_cross, label));
     TRY(parse_block_types(root, "up_block_types", cfg->levels, "CrossAttnUpBlock2D", "UpBlock2D", cfg->up_cross,
@@ -270,15 +296,13 @@ int unet_config_parse(UNetConfig *cfg, const char *json_text, const char *label)
         }
     cfg->cross_attention_dim = cross_dims[0];
     TRY(get_bool(root, "use_linear_projection", false, &cfg->use_linear_projection, label));
-    TRY(get_int(root, "norm_num_groups", 32, &cfg->norm_num_groups, label));
-    v = cJSON_GetObjectItemCaseSensitive(root, "norm_eps");
-    cfg->norm_eps = v && cJSON_IsNumber(v) ? (float)v->valuedouble : 1e-5f;
+    TRY(get_int(root, "norm_num_groups", 32, 1, &cfg->norm_num_groups, label));
+    TRY(get_float(root, "norm_eps", 1e-5f, true, &cfg->norm_eps, label));
     TRY(get_bool(root, "flip_sin_to_cos", true, &cfg->flip_sin_to_cos, label));
-    v = cJSON_GetObjectItemCaseSensitive(root, "freq_shift");
-    cfg->freq_shift = v && cJSON_IsNumber(v) ? (float)v->valuedouble : 0.0f;
+    TRY(get_float(root, "freq_shift", 0.0f, false, &cfg->freq_shift, label));
     TRY(get_bool(root, "upcast_attention", false, &cfg->upcast_attention, label));
-    TRY(get_int(root, "downsample_padding", 1, &cfg->downsample_padding, label));
-    TRY(get_int(root, "sample_size", 0, &cfg->sample_size, label));
+    TRY(get_int(root, "downsample_padding", 1, 0, &cfg->downsample_padding, label));
+    TRY(get_int(root, "sample_size", 0, 0, &cfg->sample_size, label));
     cfg->time_embed_dim = cfg->block_out_channels[0] * 4;
 
     // 3. consistency

@@ -44,24 +44,39 @@ DF_HOST_DEVICE Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t key0, uint32_t 
     return ctr;
 }
 
-// The standard normal value of element k of the stream (seed, stream).
-DF_HOST_DEVICE float philox_gaussian(uint64_t seed, uint64_t stream, uint64_t k) {
-    uint64_t block = k >> 2;
-    int lane = (int)(k & 3);
+// The four outputs of counter block `block` of the stream (seed, stream), the lanes of elements
+// 4·block .. 4·block + 3: counter = {block (lo), block (hi), stream (lo), stream (hi)}, key = seed.
+DF_HOST_DEVICE Philox4x32 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
     Philox4x32 ctr;
     ctr.v[0] = (uint32_t)block;
     ctr.v[1] = (uint32_t)(block >> 32);
     ctr.v[2] = (uint32_t)stream;
     ctr.v[3] = (uint32_t)(stream >> 32);
-    Philox4x32 r = philox4x32_10(ctr, (uint32_t)seed, (uint32_t)(seed >> 32));
-    uint32_t a = (lane < 2) ? r.v[0] : r.v[2];
-    uint32_t b = (lane < 2) ? r.v[1] : r.v[3];
+    return philox4x32_10(ctr, (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+
+// Box–Muller on one pair of Philox words (a, b) → the two lanes of the pair: even = radius·cos,
+// odd = radius·sin, in double, each rounded once to float. The one definition of the arithmetic: the
+// backends' blocked fills call it per pair (sharing the log and sqrt), philox_gaussian per element.
+DF_HOST_DEVICE void philox_box_muller(uint32_t a, uint32_t b, float *even, float *odd) {
     // u1 in (0, 1] so the log is finite; u2 in [0, 1).
     double u1 = ((double)a + 1.0) * (1.0 / 4294967296.0);
     double u2 = (double)b * (1.0 / 4294967296.0);
     double radius = sqrt(-2.0 * log(u1));
     double angle = 6.283185307179586476925286766559 * u2;
-    return (float)((lane & 1) ? radius * sin(angle) : radius * cos(angle));
+    *even = (float)(radius * cos(angle));
+    *odd = (float)(radius * sin(angle));
+}
+
+// The standard normal value of element k of the stream (seed, stream).
+DF_HOST_DEVICE float philox_gaussian(uint64_t seed, uint64_t stream, uint64_t k) {
+    int lane = (int)(k & 3);
+    Philox4x32 r = philox_block(seed, stream, k >> 2);
+    uint32_t a = (lane < 2) ? r.v[0] : r.v[2];
+    uint32_t b = (lane < 2) ? r.v[1] : r.v[3];
+    float even, odd;
+    philox_box_muller(a, b, &even, &odd);
+    return (lane & 1) ? odd : even;
 }
 
 #endif  // DIFFURL_PHILOX_H

@@ -1,4 +1,4 @@
-// test_util.c — see harness.h.
+// harness.c — see harness.h.
 #include "harness.h"
 
 #include <stdarg.h>
@@ -60,6 +60,55 @@ float *test_alloc_copy(const float *x, size_t n) {
     return y;
 }
 
+uint32_t float_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+float float_from_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void fill_poison(float *x, size_t n) {
+    const uint32_t bits = TEST_NAN_BITS;
+    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);  // bit copies: the payload survives
+}
+
+float *host_poison(size_t n) {
+    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
+    fill_poison(x, n);
+    return x;
+}
+
+uint16_t *host_poison_bf16(size_t n) {
+    uint16_t *x = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "poisoned bf16 host buffer");
+    for (size_t i = 0; i < n; i++) x[i] = TEST_BF16_NAN;
+    return x;
+}
+
+uint16_t *bf16_alloc_normal(TestRng *rng, size_t n, float stddev) {
+    uint16_t *x = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 test tensor");
+    for (size_t i = 0; i < n; i++) x[i] = f32_to_bf16((float)(stddev * test_normal(rng)));
+    return x;
+}
+
+float *bf16_widen_new(const uint16_t *x, size_t n) {
+    float *y = DF_MALLOC((n ? n : 1) * sizeof(float), "bf16 widened");
+    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
+    return y;
+}
+
+bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+float *increment(const float *after, const float *before, size_t n, double factor) {
+    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "increment");
+    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
+    return d;
+}
+
 double rel_error(const float *a, const float *b, size_t n) {
     double diff = 0.0, ref = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -85,6 +134,30 @@ bool check_close(const char *what, const float *got, const float *want, size_t n
     bool ok = CHECK(err <= tol, "%s: rel error %.3e (tol %.1e, n=%zu, max abs diff %.3e)", what, err, tol, n,
                     max_abs_diff(got, want, n));
     if (ok) printf("  ok  %-48s rel err %.2e\n", what, err);
+    return ok;
+}
+
+bool check_named(const char *tag, const char *name, const float *got, const float *want, size_t n, double tol) {
+    char what[320];
+    snprintf(what, sizeof what, "%s: %s", tag, name);
+    return check_close(what, got, want, n, tol);
+}
+
+bool check_increment(const char *tag, const char *name, const float *got, const float *want, const float *before,
+                     size_t n, double tol) {
+    float *inc_got = increment(got, before, n, 1.0), *inc_want = increment(want, before, n, 1.0);
+    const bool ok = check_named(tag, name, inc_got, inc_want, n, tol);
+    free(inc_got);
+    free(inc_want);
+    return ok;
+}
+
+bool check_accumulated_twice(const char *tag, const char *name, const float *twice, const float *once,
+                             const float *before, size_t n, double tol) {
+    float *inc2 = increment(twice, before, n, 1.0), *inc1x2 = increment(once, before, n, 2.0);
+    const bool ok = check_named(tag, name, inc2, inc1x2, n, tol);
+    free(inc2);
+    free(inc1x2);
     return ok;
 }
 
@@ -146,6 +219,52 @@ float *dev_upload(Backend *be, const float *host, size_t n) {
 
 void dev_download(Backend *be, float *host, const float *dev, size_t n) {
     be->download(be, host, dev, n * sizeof(float));
+}
+
+float *dev_poison(Backend *be, size_t n) {
+    float *h = host_poison(n);
+    float *d = dev_upload(be, h, n);
+    free(h);
+    return d;
+}
+
+float *dev_download_new(Backend *be, const float *dev, size_t n) {
+    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
+    dev_download(be, h, dev, n);
+    return h;
+}
+
+uint16_t *dev_upload_bf16(Backend *be, const uint16_t *host, size_t n) {
+    uint16_t *d = be->alloc(be, (n ? n : 1) * sizeof(uint16_t));
+    be->upload(be, d, host, n * sizeof(uint16_t));
+    return d;
+}
+
+uint16_t *dev_poison_bf16(Backend *be, size_t n) {
+    uint16_t *h = host_poison_bf16(n);
+    uint16_t *d = dev_upload_bf16(be, h, n);
+    free(h);
+    return d;
+}
+
+uint16_t *dev_download_bf16_new(Backend *be, const uint16_t *dev, size_t n) {
+    uint16_t *h = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "downloaded bf16 tensor");
+    be->download(be, h, dev, n * sizeof(uint16_t));
+    return h;
+}
+
+double conv2d_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh, int ow,
+                       int co) {
+    double acc = bias ? bias[co] : 0.0;
+    for (int kh = 0; kh < s->KH; kh++)
+        for (int kw = 0; kw < s->KW; kw++) {
+            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
+            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+            for (int ci = 0; ci < s->C_in; ci++)
+                acc += (double)in[(((size_t)b * s->H + ih) * s->W + iw) * s->C_in + ci] *
+                       w[(((size_t)co * s->KH + kh) * s->KW + kw) * s->C_in + ci];
+        }
+    return acc;
 }
 
 int test_finish(const char *suite) {

@@ -11,6 +11,16 @@
 
 #define TEST_SKIP_CODE 77
 
+// Tolerances for ‖a − b‖ / ‖b‖ (DESIGN.md §4): fp32 results (CPU vs CUDA, op vs naive), bf16 results.
+#define TOL_F32 1e-5
+#define TOL_BF16 1e-2
+
+// Poison patterns: a buffer filled with them before an op runs shows any element the op did not write
+// (NaN makes rel_error +inf). TEST_NAN_BITS is a quiet fp32 NaN with a payload no op produces;
+// TEST_BF16_NAN is a bf16 NaN (sign 1, exponent all ones, mantissa non-zero).
+#define TEST_NAN_BITS 0x7fc0deadu
+#define TEST_BF16_NAN 0xFFFFu
+
 extern int test_failures;
 extern int test_checks;
 
@@ -30,11 +40,41 @@ void fill_normal(TestRng *rng, float *x, size_t n, float stddev);
 float *test_alloc_normal(TestRng *rng, size_t n, float stddev);  // malloc'd, N(0, stddev²)
 float *test_alloc_copy(const float *x, size_t n);
 
+// The bits of a float and back (memcpy, no aliasing games).
+uint32_t float_bits(float x);
+float float_from_bits(uint32_t bits);
+
+// Poisoned host buffers: fill_poison writes TEST_NAN_BITS into x [n]; host_poison mallocs n floats
+// (at least one) filled so. host_poison_bf16 likewise with TEST_BF16_NAN.
+void fill_poison(float *x, size_t n);
+float *host_poison(size_t n);
+uint16_t *host_poison_bf16(size_t n);
+
+// bf16 test data: n values of N(0, stddev²) rounded to bf16 (malloc'd); a malloc'd fp32 copy of bf16 x [n].
+uint16_t *bf16_alloc_normal(TestRng *rng, size_t n, float stddev);
+float *bf16_widen_new(const uint16_t *x, size_t n);
+
+// true when the first `bytes` bytes of a and b are identical (bit-for-bit equality of results).
+bool bitwise_equal(const void *a, const void *b, size_t bytes);
+
+// The increment an accumulating (+=) op added: (after[i] − before[i])·factor in double, rounded to float,
+// in a malloc'd array [n]. factor 2 gives the expected total of two identical accumulations.
+float *increment(const float *after, const float *before, size_t n, double factor);
+
 // ‖a − b‖ / ‖b‖ in double (‖a − b‖ when ‖b‖ == 0). NaN/inf anywhere gives +inf.
 double rel_error(const float *a, const float *b, size_t n);
 double max_abs_diff(const float *a, const float *b, size_t n);
 // Checks rel_error(got, want) <= tol and prints the name and the error.
 bool check_close(const char *what, const float *got, const float *want, size_t n, double tol);
+// check_close with the name "<tag>: <name>" (a test case's tag and the output compared).
+bool check_named(const char *tag, const char *name, const float *got, const float *want, size_t n, double tol);
+// For += outputs pre-filled with `before` on both sides: compares what was added, got − before vs
+// want − before (a "=" instead of "+=" on both sides would pass a check of the totals).
+bool check_increment(const char *tag, const char *name, const float *got, const float *want, const float *before,
+                     size_t n, double tol);
+// For a += output accumulated twice from `before`: compares twice − before with 2·(once − before).
+bool check_accumulated_twice(const char *tag, const char *name, const float *twice, const float *once,
+                             const float *before, size_t n, double tol);
 
 // Σ a[i]·b[i] in double: the scalar loss L = Σ out · w used by gradient checks.
 double dot_f64(const float *a, const float *b, size_t n);
@@ -52,6 +92,20 @@ Backend *test_require_cuda(void);
 // Device helpers for GPU tests: upload a host array into a fresh device buffer; download into host.
 float *dev_upload(Backend *be, const float *host, size_t n);
 void dev_download(Backend *be, float *host, const float *dev, size_t n);
+// A fresh device buffer of n floats holding TEST_NAN_BITS (see host_poison).
+float *dev_poison(Backend *be, size_t n);
+// Downloads dev [n] into a fresh malloc'd host array.
+float *dev_download_new(Backend *be, const float *dev, size_t n);
+// The same for bf16 (uint16_t) tensors: upload into a fresh device buffer, a fresh device buffer of
+// TEST_BF16_NAN, download into a fresh host array.
+uint16_t *dev_upload_bf16(Backend *be, const uint16_t *host, size_t n);
+uint16_t *dev_poison_bf16(Backend *be, size_t n);
+uint16_t *dev_download_bf16_new(Backend *be, const uint16_t *dev, size_t n);
+
+// Naive conv2d (the Conv2dForwardFn contract: NHWC in, OHWI weight, zero padding) in double for one output
+// element out[b, oh, ow, co]: an independent reference for sampled elements. bias may be NULL.
+double conv2d_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh, int ow,
+                       int co);
 
 // Prints the tally and returns the process exit code (0 when every check passed).
 int test_finish(const char *suite);

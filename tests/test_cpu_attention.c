@@ -91,10 +91,6 @@ static void naive_backward(const AttentionShape *s, float scale, float *d_q, flo
     free(P); free(dP);
 }
 
-static void fill_nan(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
-
 // ---- finite-difference loss -----------------------------------------------------------------------------
 
 typedef struct {
@@ -120,9 +116,7 @@ static void test_shape(Backend *be, TestRng *rng, AttentionShape s, float input_
     float scale = 1.0f / sqrtf((float)s.head_dim);
     float *q = test_alloc_normal(rng, n_q, input_std), *k = test_alloc_normal(rng, n_k, input_std);
     float *v = test_alloc_normal(rng, n_k, 1.0f);
-    float *out = DF_MALLOC(n_q * sizeof(float), "out"), *lse = DF_MALLOC(n_lse * sizeof(float), "lse");
-    fill_nan(out, n_q);
-    fill_nan(lse, n_lse);
+    float *out = host_poison(n_q), *lse = host_poison(n_lse);  // NaN-filled: both must be written
     float *r_out = DF_MALLOC(n_q * sizeof(float), "r_out"), *r_lse = DF_MALLOC(n_lse * sizeof(float), "r_lse");
 
     be->attention_forward(be, &s, out, lse, q, k, v, scale);
@@ -132,9 +126,7 @@ static void test_shape(Backend *be, TestRng *rng, AttentionShape s, float input_
 
     // backward: every gradient prefilled with NaN (all are written)
     float *d_out = test_alloc_normal(rng, n_q, 1.0f);
-    float *d_q = DF_MALLOC(n_q * sizeof(float), "d_q"), *d_k = DF_MALLOC(n_k * sizeof(float), "d_k");
-    float *d_v = DF_MALLOC(n_k * sizeof(float), "d_v");
-    fill_nan(d_q, n_q); fill_nan(d_k, n_k); fill_nan(d_v, n_k);
+    float *d_q = host_poison(n_q), *d_k = host_poison(n_k), *d_v = host_poison(n_k);
     be->attention_backward(be, &s, d_q, d_k, d_v, d_out, q, k, v, out, lse, scale);
 
     float *r_q = DF_MALLOC(n_q * sizeof(float), "r_q"), *r_k = DF_MALLOC(n_k * sizeof(float), "r_k");
@@ -166,14 +158,14 @@ static void test_shape(Backend *be, TestRng *rng, AttentionShape s, float input_
     CHECK(memcmp(d_v, d_v2, n_k * sizeof(float)) == 0, "d_v bit-identical on rerun");
 
     // NULL lse in the forward (inference) gives the same out; NULL gradients are skipped
-    fill_nan(out2, n_q);
+    fill_poison(out2, n_q);
     be->attention_forward(be, &s, out2, NULL, q, k, v, scale);
     CHECK(memcmp(out, out2, n_q * sizeof(float)) == 0, "out with lse=NULL equals out");
-    fill_nan(d_v2, n_k);
+    fill_poison(d_v2, n_k);
     be->attention_backward(be, &s, NULL, NULL, d_v2, d_out, q, k, v, out, lse, scale);
     CHECK(memcmp(d_v, d_v2, n_k * sizeof(float)) == 0, "d_v alone equals d_v of the full call");
-    fill_nan(d_q2, n_q);
-    fill_nan(d_k2, n_k);
+    fill_poison(d_q2, n_q);
+    fill_poison(d_k2, n_k);
     be->attention_backward(be, &s, d_q2, NULL, NULL, d_out, q, k, v, out, lse, scale);
     CHECK(memcmp(d_q, d_q2, n_q * sizeof(float)) == 0, "d_q alone equals d_q of the full call");
     be->attention_backward(be, &s, NULL, d_k2, NULL, d_out, q, k, v, out, lse, scale);

@@ -7,26 +7,15 @@
 
 #include "harness.h"
 
-static float from_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static uint32_t to_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
 // The value of a bf16 bit pattern in double, with 0x7f80 (inf) standing for 2^128: the rounding boundary.
 static double bf16_magnitude(uint32_t h) {
     h &= 0x7fffu;
-    return h == 0x7f80u ? ldexp(1.0, 128) : (double)from_bits(h << 16);
+    return h == 0x7f80u ? ldexp(1.0, 128) : (double)float_from_bits(h << 16);
 }
 
 // Round to nearest even by comparing distances to the two bf16 neighbours (no bit tricks).
 static uint16_t ref_bf16(float x) {
-    uint32_t u = to_bits(x);
+    uint32_t u = float_bits(x);
     uint32_t sign = u & 0x80000000u;
     uint32_t lo = (u & 0x7fff0000u) >> 16, hi = lo + 1;  // neighbours in magnitude
     double ax = fabs((double)x), dlo = ax - bf16_magnitude(lo), dhi = bf16_magnitude(hi) - ax;
@@ -69,7 +58,7 @@ int main(void) {
     size_t nc = sizeof cases / sizeof cases[0];
     float in[32];
     uint16_t out[32];
-    for (size_t k = 0; k < nc; k++) in[k] = from_bits(cases[k].in);
+    for (size_t k = 0; k < nc; k++) in[k] = float_from_bits(cases[k].in);
     be->cast_f32_to_bf16(be, out, in, nc);
     for (size_t k = 0; k < nc; k++) {
         if (CHECK(out[k] == cases[k].want, "f32→bf16 %s (0x%08x): got 0x%04x, want 0x%04x", cases[k].what,
@@ -81,7 +70,7 @@ int main(void) {
     // ---- NaN stays NaN (quiet, signalling, all-ones mantissa whose rounding would carry) ----
     const uint32_t nans[] = {0x7fc00000u, 0x7f800001u, 0xff800001u, 0x7fffffffu, 0xffffffffu, 0x7f80ffffu};
     size_t nn = sizeof nans / sizeof nans[0];
-    for (size_t k = 0; k < nn; k++) in[k] = from_bits(nans[k]);
+    for (size_t k = 0; k < nn; k++) in[k] = float_from_bits(nans[k]);
     be->cast_f32_to_bf16(be, out, in, nn);
     float back[32];
     be->cast_bf16_to_f32(be, back, out, nn);
@@ -101,7 +90,7 @@ int main(void) {
             u = (uint32_t)test_uniform(&rng, 0.0, 4294967296.0);
             if (i % 3 == 0) u = (u & 0xffff0000u) | 0x8000u;  // many exact ties
         } while ((u & 0x7fffffffu) > 0x7f800000u);         // NaNs are checked above
-        x[i] = from_bits(u);
+        x[i] = float_from_bits(u);
     }
     be->cast_f32_to_bf16(be, h, x, N);
     size_t wrong = 0, first = N;
@@ -111,7 +100,7 @@ int main(void) {
             wrong++;
         }
     if (CHECK(wrong == 0, "f32→bf16: %zu of %zu random patterns rounded wrongly (first 0x%08x → 0x%04x, want 0x%04x)",
-              wrong, N, first < N ? to_bits(x[first]) : 0, first < N ? h[first] : 0,
+              wrong, N, first < N ? float_bits(x[first]) : 0, first < N ? h[first] : 0,
               first < N ? ref_bf16(x[first]) : 0))
         printf("  ok  f32→bf16 nearest-even on %zu random bit patterns\n", N);
     // each result is within half a bf16 spacing of x: ≤ 2^-8 relative for normals, ≤ 2^-134 for subnormals
@@ -131,7 +120,7 @@ int main(void) {
     be->cast_f32_to_bf16(be, again, f, 65536);
     size_t inexact = 0, trip = 0;
     for (uint32_t i = 0; i < 65536; i++) {
-        if (to_bits(f[i]) != i << 16) inexact++;
+        if (float_bits(f[i]) != i << 16) inexact++;
         bool is_nan = (i & 0x7f80u) == 0x7f80u && (i & 0x7fu);
         if (is_nan ? !isnan(bf16_to_f32(again[i])) : again[i] != i) trip++;
     }

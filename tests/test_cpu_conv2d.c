@@ -22,17 +22,9 @@ static void naive_forward(const Conv2dShape *s, float *out, const float *in, con
     for (int b = 0; b < s->B; b++)
         for (int oh = 0; oh < Ho; oh++)
             for (int ow = 0; ow < Wo; ow++)
-                for (int co = 0; co < s->C_out; co++) {
-                    double acc = bias ? bias[co] : 0.0;
-                    for (int kh = 0; kh < s->KH; kh++)
-                        for (int kw = 0; kw < s->KW; kw++) {
-                            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
-                            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
-                            for (int ci = 0; ci < s->C_in; ci++)
-                                acc += (double)in[in_index(s, b, ih, iw, ci)] * w[w_index(s, co, kh, kw, ci)];
-                        }
-                    out[(((size_t)b * Ho + oh) * Wo + ow) * s->C_out + co] = (float)acc;
-                }
+                for (int co = 0; co < s->C_out; co++)
+                    out[(((size_t)b * Ho + oh) * Wo + ow) * s->C_out + co] =
+                        (float)conv2d_naive_at(s, in, w, bias, b, oh, ow, co);
 }
 
 // d_in (=), d_w and d_b added onto their prefilled contents.
@@ -63,10 +55,6 @@ static void naive_backward(const Conv2dShape *s, float *d_in, float *d_w, float 
     free(gi); free(gw); free(gb);
 }
 
-static void fill_nan(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
-
 // ---- finite-difference loss -----------------------------------------------------------------------------
 
 typedef struct {
@@ -93,8 +81,7 @@ static void test_shape(Backend *be, TestRng *rng, Conv2dShape s, bool with_bias,
     float *in = test_alloc_normal(rng, n_in, 1.0f);
     float *w = test_alloc_normal(rng, n_w, 0.3f);
     float *b = with_bias ? test_alloc_normal(rng, nb, 1.0f) : NULL;
-    float *out = DF_MALLOC(n_out * sizeof(float), "out");
-    fill_nan(out, n_out);  // forward must overwrite every element
+    float *out = host_poison(n_out);  // forward must overwrite every element
     float *ref = DF_MALLOC(n_out * sizeof(float), "ref");
 
     be->conv2d_forward(be, &s, out, in, w, b);
@@ -103,8 +90,7 @@ static void test_shape(Backend *be, TestRng *rng, Conv2dShape s, bool with_bias,
 
     // backward: d_in prefilled with NaN (must be written), parameter grads prefilled random (must add)
     float *d_out = test_alloc_normal(rng, n_out, 1.0f);
-    float *d_in = DF_MALLOC(n_in * sizeof(float), "d_in");
-    fill_nan(d_in, n_in);
+    float *d_in = host_poison(n_in);
     float *d_w0 = test_alloc_normal(rng, n_w, 1.0f), *d_b0 = test_alloc_normal(rng, nb, 1.0f);
     float *d_w = test_alloc_copy(d_w0, n_w), *d_b = test_alloc_copy(d_b0, nb);
     be->conv2d_backward(be, &s, d_in, d_w, with_bias ? d_b : NULL, d_out, in, w);
@@ -139,7 +125,7 @@ static void test_shape(Backend *be, TestRng *rng, Conv2dShape s, bool with_bias,
     CHECK(memcmp(d_b, d_b2, nb * sizeof(float)) == 0, "d_bias bit-identical on rerun (untouched when NULL)");
 
     // NULL gradients are skipped; each gradient alone equals the one of the full call
-    fill_nan(d_in2, n_in);
+    fill_poison(d_in2, n_in);
     be->conv2d_backward(be, &s, d_in2, NULL, NULL, d_out, in, w);
     CHECK(memcmp(d_in, d_in2, n_in * sizeof(float)) == 0, "d_in alone equals d_in of the full call");
     memcpy(d_w2, d_w0, n_w * sizeof(float));

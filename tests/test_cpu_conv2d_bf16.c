@@ -8,41 +8,10 @@
 //  - sampled elements are within half a bf16 step (2^-8 relative) of a naive double-precision sum, an
 //    independent check of the layouts, padding, stride and bias;
 //  - the output is fully written (it is poisoned with bf16 NaNs first) and B = 0 writes nothing.
-#include <string.h>
-
 #include "harness.h"
 
-#define BF16_NAN 0xFFFFu  // sign 1, exponent all ones, mantissa non-zero: a NaN in bf16
-
-static uint16_t *bf16_alloc_normal(TestRng *rng, size_t n, float stddev) {
-    uint16_t *x = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 test tensor");
-    for (size_t i = 0; i < n; i++) x[i] = f32_to_bf16((float)(stddev * test_normal(rng)));
-    return x;
-}
-
-static float *bf16_widen_new(const uint16_t *x, size_t n) {
-    float *y = DF_MALLOC((n ? n : 1) * sizeof(float), "bf16 widened");
-    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
-    return y;
-}
-
-// Naive forward in double for one output element, on the widened inputs.
-static double conv_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh,
-                            int ow, int co) {
-    double acc = bias ? bias[co] : 0.0;
-    for (int kh = 0; kh < s->KH; kh++)
-        for (int kw = 0; kw < s->KW; kw++) {
-            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
-            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
-            for (int ci = 0; ci < s->C_in; ci++)
-                acc += (double)in[(((size_t)b * s->H + ih) * s->W + iw) * s->C_in + ci] *
-                       w[(((size_t)co * s->KH + kh) * s->KW + kw) * s->C_in + ci];
-        }
-    return acc;
-}
-
 static void test_conv_bf16(Backend *cpu, TestRng *rng, Conv2dShape s, bool with_bias) {
-    char tag[128], what[200];
+    char tag[128];
     snprintf(tag, sizeof tag, "conv_bf16 B=%d %dx%d %d->%d k%dx%d s%d p%d%s", s.B, s.H, s.W, s.C_in, s.C_out, s.KH,
              s.KW, s.stride, s.pad, with_bias ? " +bias" : "");
     printf("%s\n", tag);
@@ -55,8 +24,7 @@ static void test_conv_bf16(Backend *cpu, TestRng *rng, Conv2dShape s, bool with_
     float *bias = test_alloc_normal(rng, (size_t)s.C_out, 0.5f);                                // [Cout] fp32
     const float *bias_arg = with_bias ? bias : NULL;
 
-    uint16_t *out = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 out");  // [B, Ho, Wo, Cout]
-    for (size_t i = 0; i < n_out; i++) out[i] = BF16_NAN;
+    uint16_t *out = host_poison_bf16(n_out);  // [B, Ho, Wo, Cout]
     cpu->conv2d_forward_bf16(cpu, &s, out, in, w, bias_arg);
 
     // fp32 op on the widened inputs.
@@ -69,15 +37,14 @@ static void test_conv_bf16(Backend *cpu, TestRng *rng, Conv2dShape s, bool with_
     CHECK(mismatches == 0, "%s: %zu of %zu elements differ from f32_to_bf16(fp32 conv + bias)", tag, mismatches, n_out);
 
     float *got = bf16_widen_new(out, n_out);
-    snprintf(what, sizeof what, "%s: bf16 vs fp32 conv of the widened inputs", tag);
-    check_close(what, got, ref, n_out, 1e-2);
+    check_named(tag, "bf16 vs fp32 conv of the widened inputs", got, ref, n_out, 1e-2);
 
     // Independent check: half a bf16 step from the exact sum (plus a small absolute slack for fp32 accumulation).
     int far = 0;
     for (int t = 0; t < 200; t++) {
         int b = (int)test_uniform(rng, 0, s.B), oh = (int)test_uniform(rng, 0, Ho);
         int ow = (int)test_uniform(rng, 0, Wo), co = (int)test_uniform(rng, 0, s.C_out);
-        double want = conv_naive_at(&s, in_f, w_f, bias_arg, b, oh, ow, co);
+        double want = conv2d_naive_at(&s, in_f, w_f, bias_arg, b, oh, ow, co);
         double g = got[(((size_t)b * Ho + oh) * Wo + ow) * s.C_out + co];
         if (!(fabs(g - want) <= ldexp(fabs(want), -8) + 1e-5)) far++;
     }
@@ -107,9 +74,9 @@ int main(void) {
 
     {  // B = 0: nothing to compute, nothing written.
         Conv2dShape s = {0, 5, 5, 3, 4, 3, 3, 1, 1};
-        uint16_t in = f32_to_bf16(1.0f), w = f32_to_bf16(1.0f), out = BF16_NAN;
+        uint16_t in = f32_to_bf16(1.0f), w = f32_to_bf16(1.0f), out = TEST_BF16_NAN;
         cpu->conv2d_forward_bf16(cpu, &s, &out, &in, &w, NULL);
-        CHECK(out == BF16_NAN, "conv_bf16 B=0 writes nothing");
+        CHECK(out == TEST_BF16_NAN, "conv_bf16 B=0 writes nothing");
     }
 
     backend_destroy(cpu);

@@ -39,10 +39,6 @@ static void naive_backward(float *d_in, float *d_w, float *d_b, const float *d_o
     }
 }
 
-static void fill_nan(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-}
-
 // ---- finite-difference loss -----------------------------------------------------------------------------
 
 typedef struct {
@@ -76,8 +72,7 @@ static void test_shape(Backend *be, TestRng *rng, int M, int K, int N, bool with
 
     // backward: d_in prefilled with NaN (must be written), parameter grads prefilled random (must add)
     float *d_out = test_alloc_normal(rng, n_out, 1.0f);
-    float *d_in = DF_MALLOC(n_in * sizeof(float), "d_in");
-    fill_nan(d_in, n_in);
+    float *d_in = host_poison(n_in);
     float *d_w0 = test_alloc_normal(rng, n_w, 1.0f), *d_b0 = test_alloc_normal(rng, N, 1.0f);
     float *d_w = test_alloc_copy(d_w0, n_w), *d_b = test_alloc_copy(d_b0, N);
     be->linear_backward(be, d_in, d_w, with_bias ? d_b : NULL, d_out, in, w, M, K, N);
@@ -115,7 +110,7 @@ static void test_shape(Backend *be, TestRng *rng, int M, int K, int N, bool with
         be->linear_backward(be, NULL, NULL, d_b3, d_out, in, w, M, K, N);
         CHECK(memcmp(d_b3, d_b, N * sizeof(float)) == 0, "d_bias alone equals d_bias of the full call");
     }
-    fill_nan(d_in2, n_in);
+    fill_poison(d_in2, n_in);
     be->linear_backward(be, d_in2, NULL, NULL, d_out, in, w, M, K, N);
     CHECK(memcmp(d_in, d_in2, n_in * sizeof(float)) == 0, "d_in alone equals d_in of the full call");
 

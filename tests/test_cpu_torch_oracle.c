@@ -24,7 +24,6 @@
 #include "harness.h"
 #include "safetensors.h"
 
-#define TOL_F32 1e-5     // fp32 op vs float64 oracle
 #define TOL_EXACT 1e-6   // same fp32 computation on both sides (timestep embedding, AdamW, clip)
 
 // ---- fixture access -------------------------------------------------------------------------------------

@@ -6,34 +6,7 @@
 // consumes its own forward's out and lse. Device outputs are poisoned with NaN first so an unwritten element
 // fails. Two device runs must be bitwise equal; NULL gradient pointers and a NULL lse are exercised. One
 // large shape makes the device split the heads into chunks (workspace bound) in forward and backward.
-#include <string.h>
-
 #include "harness.h"
-
-#define TOL_F32 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static bool bitwise_equal(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
 
 // Naive forward in double for one (b, h, i): out row [D] and lse (an independent check of the CPU reference).
 static void attention_naive_row(const AttentionShape *s, const float *q, const float *k, const float *v, float scale,
@@ -61,7 +34,7 @@ static void attention_naive_row(const AttentionShape *s, const float *q, const f
 }
 
 static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionShape s, float in_std, bool extras) {
-    char tag[128], what[200];
+    char tag[128];
     snprintf(tag, sizeof tag, "attention B=%d Lq=%d Lk=%d heads=%d head_dim=%d", s.B, s.Lq, s.Lk, s.heads,
              s.head_dim);
     printf("%s\n", tag);
@@ -109,31 +82,27 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     float *g_dq = dev_poison(gpu, n_q), *g_dk = dev_poison(gpu, n_kv), *g_dv = dev_poison(gpu, n_kv);
     gpu->attention_forward(gpu, &s, g_out, g_lse, g_q, g_k, g_v, scale);
     gpu->attention_backward(gpu, &s, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, g_out, g_lse, scale);
-    float *out_g = download_new(gpu, g_out, n_q), *lse_g = download_new(gpu, g_lse, n_lse);
-    float *dq_g = download_new(gpu, g_dq, n_q), *dk_g = download_new(gpu, g_dk, n_kv);
-    float *dv_g = download_new(gpu, g_dv, n_kv);
+    float *out_g = dev_download_new(gpu, g_out, n_q), *lse_g = dev_download_new(gpu, g_lse, n_lse);
+    float *dq_g = dev_download_new(gpu, g_dq, n_q), *dk_g = dev_download_new(gpu, g_dk, n_kv);
+    float *dv_g = dev_download_new(gpu, g_dv, n_kv);
 
-    snprintf(what, sizeof what, "%s: out", tag);
-    check_close(what, out_g, out_c, n_q, TOL_F32);
-    snprintf(what, sizeof what, "%s: lse", tag);
-    check_close(what, lse_g, lse_c, n_lse, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_q", tag);
-    check_close(what, dq_g, dq_c, n_q, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_k", tag);
-    check_close(what, dk_g, dk_c, n_kv, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_v", tag);
-    check_close(what, dv_g, dv_c, n_kv, TOL_F32);
+    check_named(tag, "out", out_g, out_c, n_q, TOL_F32);
+    check_named(tag, "lse", lse_g, lse_c, n_lse, TOL_F32);
+    check_named(tag, "d_q", dq_g, dq_c, n_q, TOL_F32);
+    check_named(tag, "d_k", dk_g, dk_c, n_kv, TOL_F32);
+    check_named(tag, "d_v", dv_g, dv_c, n_kv, TOL_F32);
 
     // Determinism: a second run into fresh poisoned buffers gives the same bits.
     float *g_out2 = dev_poison(gpu, n_q), *g_lse2 = dev_poison(gpu, n_lse);
     float *g_dq2 = dev_poison(gpu, n_q), *g_dk2 = dev_poison(gpu, n_kv), *g_dv2 = dev_poison(gpu, n_kv);
     gpu->attention_forward(gpu, &s, g_out2, g_lse2, g_q, g_k, g_v, scale);
     gpu->attention_backward(gpu, &s, g_dq2, g_dk2, g_dv2, g_dout, g_q, g_k, g_v, g_out2, g_lse2, scale);
-    float *out_g2 = download_new(gpu, g_out2, n_q), *lse_g2 = download_new(gpu, g_lse2, n_lse);
-    float *dq_g2 = download_new(gpu, g_dq2, n_q), *dk_g2 = download_new(gpu, g_dk2, n_kv);
-    float *dv_g2 = download_new(gpu, g_dv2, n_kv);
-    CHECK(bitwise_equal(out_g, out_g2, n_q) && bitwise_equal(lse_g, lse_g2, n_lse) && bitwise_equal(dq_g, dq_g2, n_q) &&
-              bitwise_equal(dk_g, dk_g2, n_kv) && bitwise_equal(dv_g, dv_g2, n_kv),
+    float *out_g2 = dev_download_new(gpu, g_out2, n_q), *lse_g2 = dev_download_new(gpu, g_lse2, n_lse);
+    float *dq_g2 = dev_download_new(gpu, g_dq2, n_q), *dk_g2 = dev_download_new(gpu, g_dk2, n_kv);
+    float *dv_g2 = dev_download_new(gpu, g_dv2, n_kv);
+    CHECK(bitwise_equal(out_g, out_g2, n_q * 4) && bitwise_equal(lse_g, lse_g2, n_lse * 4) &&
+              bitwise_equal(dq_g, dq_g2, n_q * 4) && bitwise_equal(dk_g, dk_g2, n_kv * 4) &&
+              bitwise_equal(dv_g, dv_g2, n_kv * 4),
           "%s: two CUDA runs are bitwise equal", tag);
 
     if (extras) {
@@ -144,16 +113,12 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
         gpu->attention_forward(gpu, &s, g_out3, NULL, g_q, g_k, g_v, scale);
         gpu->attention_backward(gpu, &s, NULL, NULL, g_dv3, g_dout, g_q, g_k, g_v, g_out, g_lse, scale);
         gpu->attention_backward(gpu, &s, g_dq3, g_dk3, NULL, g_dout, g_q, g_k, g_v, g_out, g_lse, scale);
-        float *out_g3 = download_new(gpu, g_out3, n_q), *dq_g3 = download_new(gpu, g_dq3, n_q);
-        float *dk_g3 = download_new(gpu, g_dk3, n_kv), *dv_g3 = download_new(gpu, g_dv3, n_kv);
-        snprintf(what, sizeof what, "%s: out with lse=NULL", tag);
-        check_close(what, out_g3, out_c, n_q, TOL_F32);
-        snprintf(what, sizeof what, "%s: d_v alone", tag);
-        check_close(what, dv_g3, dv_c, n_kv, TOL_F32);
-        snprintf(what, sizeof what, "%s: d_q without d_v", tag);
-        check_close(what, dq_g3, dq_c, n_q, TOL_F32);
-        snprintf(what, sizeof what, "%s: d_k without d_v", tag);
-        check_close(what, dk_g3, dk_c, n_kv, TOL_F32);
+        float *out_g3 = dev_download_new(gpu, g_out3, n_q), *dq_g3 = dev_download_new(gpu, g_dq3, n_q);
+        float *dk_g3 = dev_download_new(gpu, g_dk3, n_kv), *dv_g3 = dev_download_new(gpu, g_dv3, n_kv);
+        check_named(tag, "out with lse=NULL", out_g3, out_c, n_q, TOL_F32);
+        check_named(tag, "d_v alone", dv_g3, dv_c, n_kv, TOL_F32);
+        check_named(tag, "d_q without d_v", dq_g3, dq_c, n_q, TOL_F32);
+        check_named(tag, "d_k without d_v", dk_g3, dk_c, n_kv, TOL_F32);
         gpu->free(gpu, g_out3);
         gpu->free(gpu, g_dq3);
         gpu->free(gpu, g_dk3);

@@ -16,18 +16,6 @@ static uint32_t random_bits(TestRng *rng) {
     return u >= 4294967295.0 ? 0xffffffffu : (uint32_t)u;
 }
 
-static uint32_t bits_of(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float from_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 // n fp32 inputs: the special patterns first, then random bit patterns and random normals.
 static float *make_f32_inputs(TestRng *rng, size_t n) {
     static const uint32_t specials[] = {
@@ -43,8 +31,8 @@ static float *make_f32_inputs(TestRng *rng, size_t n) {
     const size_t ns = sizeof specials / sizeof specials[0];
     float *x = DF_MALLOC(n * sizeof(float), "cast inputs");
     for (size_t i = 0; i < n; i++) {
-        if (i < ns) x[i] = from_bits(specials[i]);
-        else if (i % 2) x[i] = from_bits(random_bits(rng));
+        if (i < ns) x[i] = float_from_bits(specials[i]);
+        else if (i % 2) x[i] = float_from_bits(random_bits(rng));
         else x[i] = (float)(test_normal(rng) * pow(10.0, test_uniform(rng, -30.0, 30.0)));
     }
     return x;
@@ -62,6 +50,8 @@ static void test_f32_to_bf16(Backend *cpu, Backend *gpu, TestRng *rng, size_t n,
     float *g_in = gpu->alloc(gpu, (n + 1) * sizeof(float));
     uint16_t *g_out = gpu->alloc(gpu, (n + 1) * sizeof(uint16_t));
     uint16_t *poison = DF_MALLOC((n + 1) * 2, "bf16 poison");
+    // 0x7fc1, not TEST_BF16_NAN (0xFFFF): an input here is 0xffffffff, which casts to 0xFFFF, so a stray
+    // write of it past the end would look like untouched poison.
     for (size_t i = 0; i <= n; i++) poison[i] = 0x7fc1;
     gpu->upload(gpu, g_out, poison, (n + 1) * 2);
     gpu->upload(gpu, g_in + in_off, x, n * sizeof(float));
@@ -77,7 +67,7 @@ static void test_f32_to_bf16(Backend *cpu, Backend *gpu, TestRng *rng, size_t n,
         }
     CHECK(memcmp(want, host_ref, n * 2) == 0, "%s: CPU backend equals f32_to_bf16", tag);
     CHECK(bad == 0, "%s: %zu of %zu values differ from the CPU (first at %zu: in %08x, got %04x, want %04x)", tag, bad,
-          n, first_bad, first_bad < n ? (unsigned)bits_of(x[first_bad]) : 0u,
+          n, first_bad, first_bad < n ? (unsigned)float_bits(x[first_bad]) : 0u,
           first_bad < n ? got[out_off + first_bad] : 0u, first_bad < n ? want[first_bad] : 0u);
     // The element before (out_off = 1) or after the output must still hold the poison.
     CHECK(got[out_off ? 0 : n] == 0x7fc1, "%s: nothing written outside the output", tag);
@@ -103,9 +93,7 @@ static void test_bf16_to_f32(Backend *cpu, Backend *gpu, size_t n, int in_off, i
 
     uint16_t *g_in = gpu->alloc(gpu, (n + 1) * 2);
     float *g_out = gpu->alloc(gpu, (n + 1) * sizeof(float));
-    float *poison = DF_MALLOC((n + 1) * sizeof(float), "f32 poison");
-    const uint32_t nan_bits = 0x7fc0deadu;
-    for (size_t i = 0; i <= n; i++) memcpy(&poison[i], &nan_bits, 4);
+    float *poison = host_poison(n + 1);
     gpu->upload(gpu, g_out, poison, (n + 1) * sizeof(float));
     gpu->upload(gpu, g_in + in_off, x, n * 2);
     gpu->cast_bf16_to_f32(gpu, g_out + out_off, g_in + in_off, n);
@@ -118,7 +106,7 @@ static void test_bf16_to_f32(Backend *cpu, Backend *gpu, size_t n, int in_off, i
         if (memcmp(&got[out_off + i], &want[i], 4) != 0 || memcmp(&want[i], &expect, 4) != 0) bad++;
     }
     CHECK(bad == 0, "%s: %zu of %zu values differ (bitwise) from the CPU / the exact widening", tag, bad, n);
-    CHECK(memcmp(&got[out_off ? 0 : n], &nan_bits, 4) == 0, "%s: nothing written outside the output", tag);
+    CHECK(float_bits(got[out_off ? 0 : n]) == TEST_NAN_BITS, "%s: nothing written outside the output", tag);
     if (!bad) printf("  ok  %s: all %zu values bit-exact\n", tag, n);
 
     gpu->free(gpu, g_in);

@@ -6,59 +6,10 @@
 // element fails. d_weight/d_bias are pre-filled with the same random values on both backends (+=), the
 // increments are compared, and a second device accumulation must add the same increment again. Two device
 // runs must be bitwise equal (deterministic algorithms). NULL gradient pointers are exercised.
-#include <string.h>
-
 #include "harness.h"
 
-#define TOL_F32 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static bool bitwise_equal(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-// (after − before) · factor, in double, rounded to float.
-static float *difference(const float *after, const float *before, size_t n, float factor) {
-    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "difference");
-    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
-    return d;
-}
-
-// Naive forward in double for one output element (an independent check of the CPU reference).
-static double conv_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh,
-                            int ow, int co) {
-    double acc = bias ? bias[co] : 0.0;
-    for (int kh = 0; kh < s->KH; kh++)
-        for (int kw = 0; kw < s->KW; kw++) {
-            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
-            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
-            for (int ci = 0; ci < s->C_in; ci++)
-                acc += (double)in[(((size_t)b * s->H + ih) * s->W + iw) * s->C_in + ci] *
-                       w[(((size_t)co * s->KH + kh) * s->KW + kw) * s->C_in + ci];
-        }
-    return acc;
-}
-
 static void test_conv(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool with_bias) {
-    char tag[128], what[200];
+    char tag[128];
     snprintf(tag, sizeof tag, "conv B=%d %dx%d %d->%d k%dx%d s%d p%d%s", s.B, s.H, s.W, s.C_in, s.C_out, s.KH, s.KW,
              s.stride, s.pad, with_bias ? " +bias" : "");
     printf("%s\n", tag);
@@ -85,7 +36,7 @@ static void test_conv(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, b
         for (int t = 0; t < 64; t++) {
             int b = (int)test_uniform(rng, 0, s.B), oh = (int)test_uniform(rng, 0, Ho);
             int ow = (int)test_uniform(rng, 0, Wo), co = (int)test_uniform(rng, 0, s.C_out);
-            double want = conv_naive_at(&s, in, w, bias_arg, b, oh, ow, co);
+            double want = conv2d_naive_at(&s, in, w, bias_arg, b, oh, ow, co);
             double got = out_c[(((size_t)b * Ho + oh) * Wo + ow) * s.C_out + co];
             diff += (got - want) * (got - want);
             ref += want * want;
@@ -101,72 +52,44 @@ static void test_conv(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, b
     float *g_dw = dev_upload(gpu, dw0, n_w), *g_db = dev_upload(gpu, db0, n_b);
     gpu->conv2d_forward(gpu, &s, g_out, g_in, g_w, with_bias ? g_bias : NULL);
     gpu->conv2d_backward(gpu, &s, g_din, g_dw, g_db, g_dout, g_in, g_w);
-    float *out_g = download_new(gpu, g_out, n_out), *din_g = download_new(gpu, g_din, n_in);
-    float *dw_g = download_new(gpu, g_dw, n_w), *db_g = download_new(gpu, g_db, n_b);
+    float *out_g = dev_download_new(gpu, g_out, n_out), *din_g = dev_download_new(gpu, g_din, n_in);
+    float *dw_g = dev_download_new(gpu, g_dw, n_w), *db_g = dev_download_new(gpu, g_db, n_b);
 
-    snprintf(what, sizeof what, "%s: out", tag);
-    check_close(what, out_g, out_c, n_out, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_in", tag);
-    check_close(what, din_g, din_c, n_in, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_weight (+=)", tag);
-    check_close(what, dw_g, dw_c, n_w, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_bias (+=)", tag);
-    check_close(what, db_g, db_c, n_b, TOL_F32);
-    {  // what was added, on its own
-        float *inc_g = difference(dw_g, dw0, n_w, 1.0f), *inc_c = difference(dw_c, dw0, n_w, 1.0f);
-        snprintf(what, sizeof what, "%s: d_weight increment", tag);
-        check_close(what, inc_g, inc_c, n_w, TOL_F32);
-        free(inc_g);
-        free(inc_c);
-        inc_g = difference(db_g, db0, n_b, 1.0f);
-        inc_c = difference(db_c, db0, n_b, 1.0f);
-        snprintf(what, sizeof what, "%s: d_bias increment", tag);
-        check_close(what, inc_g, inc_c, n_b, TOL_F32);
-        free(inc_g);
-        free(inc_c);
-    }
+    check_named(tag, "out", out_g, out_c, n_out, TOL_F32);
+    check_named(tag, "d_in", din_g, din_c, n_in, TOL_F32);
+    check_named(tag, "d_weight (+=)", dw_g, dw_c, n_w, TOL_F32);
+    check_named(tag, "d_bias (+=)", db_g, db_c, n_b, TOL_F32);
+    // what was added, on its own
+    check_increment(tag, "d_weight increment", dw_g, dw_c, dw0, n_w, TOL_F32);
+    check_increment(tag, "d_bias increment", db_g, db_c, db0, n_b, TOL_F32);
 
     // Determinism: the same inputs into fresh buffers give the same bits.
     float *g_out2 = dev_poison(gpu, n_out), *g_din2 = dev_poison(gpu, n_in);
     float *g_dw2 = dev_upload(gpu, dw0, n_w), *g_db2 = dev_upload(gpu, db0, n_b);
     gpu->conv2d_forward(gpu, &s, g_out2, g_in, g_w, with_bias ? g_bias : NULL);
     gpu->conv2d_backward(gpu, &s, g_din2, g_dw2, g_db2, g_dout, g_in, g_w);
-    float *out_g2 = download_new(gpu, g_out2, n_out), *din_g2 = download_new(gpu, g_din2, n_in);
-    float *dw_g2 = download_new(gpu, g_dw2, n_w), *db_g2 = download_new(gpu, g_db2, n_b);
-    CHECK(bitwise_equal(out_g, out_g2, n_out) && bitwise_equal(din_g, din_g2, n_in) && bitwise_equal(dw_g, dw_g2, n_w) &&
-              bitwise_equal(db_g, db_g2, n_b),
+    float *out_g2 = dev_download_new(gpu, g_out2, n_out), *din_g2 = dev_download_new(gpu, g_din2, n_in);
+    float *dw_g2 = dev_download_new(gpu, g_dw2, n_w), *db_g2 = dev_download_new(gpu, g_db2, n_b);
+    CHECK(bitwise_equal(out_g, out_g2, n_out * 4) && bitwise_equal(din_g, din_g2, n_in * 4) &&
+              bitwise_equal(dw_g, dw_g2, n_w * 4) && bitwise_equal(db_g, db_g2, n_b * 4),
           "%s: two CUDA runs are bitwise equal", tag);
 
     // Accumulation: a second backward (parameter grads only) adds the increment again: dw0 + 2g.
     gpu->conv2d_backward(gpu, &s, NULL, g_dw, g_db, g_dout, g_in, g_w);
-    float *dw_g3 = download_new(gpu, g_dw, n_w), *db_g3 = download_new(gpu, g_db, n_b);
-    {
-        float *inc2 = difference(dw_g3, dw0, n_w, 1.0f), *inc1x2 = difference(dw_g, dw0, n_w, 2.0f);
-        snprintf(what, sizeof what, "%s: d_weight accumulates twice", tag);
-        check_close(what, inc2, inc1x2, n_w, TOL_F32);
-        free(inc2);
-        free(inc1x2);
-        inc2 = difference(db_g3, db0, n_b, 1.0f);
-        inc1x2 = difference(db_g, db0, n_b, 2.0f);
-        snprintf(what, sizeof what, "%s: d_bias accumulates twice", tag);
-        check_close(what, inc2, inc1x2, n_b, TOL_F32);
-        free(inc2);
-        free(inc1x2);
-    }
+    float *dw_g3 = dev_download_new(gpu, g_dw, n_w), *db_g3 = dev_download_new(gpu, g_db, n_b);
+    check_accumulated_twice(tag, "d_weight accumulates twice", dw_g3, dw_g, dw0, n_w, TOL_F32);
+    check_accumulated_twice(tag, "d_bias accumulates twice", db_g3, db_g, db0, n_b, TOL_F32);
 
     // NULL gradients: d_in alone, d_weight alone, d_bias alone.
     float *g_din4 = dev_poison(gpu, n_in), *g_dw4 = dev_upload(gpu, dw0, n_w), *g_db4 = dev_upload(gpu, db0, n_b);
     gpu->conv2d_backward(gpu, &s, g_din4, NULL, NULL, g_dout, g_in, g_w);
     gpu->conv2d_backward(gpu, &s, NULL, g_dw4, NULL, g_dout, g_in, g_w);
     gpu->conv2d_backward(gpu, &s, NULL, NULL, g_db4, g_dout, g_in, g_w);
-    float *din_g4 = download_new(gpu, g_din4, n_in), *dw_g4 = download_new(gpu, g_dw4, n_w);
-    float *db_g4 = download_new(gpu, g_db4, n_b);
-    snprintf(what, sizeof what, "%s: d_in alone", tag);
-    check_close(what, din_g4, din_c, n_in, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_weight alone", tag);
-    check_close(what, dw_g4, dw_c, n_w, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_bias alone", tag);
-    check_close(what, db_g4, db_c, n_b, TOL_F32);
+    float *din_g4 = dev_download_new(gpu, g_din4, n_in), *dw_g4 = dev_download_new(gpu, g_dw4, n_w);
+    float *db_g4 = dev_download_new(gpu, g_db4, n_b);
+    check_named(tag, "d_in alone", din_g4, din_c, n_in, TOL_F32);
+    check_named(tag, "d_weight alone", dw_g4, dw_c, n_w, TOL_F32);
+    check_named(tag, "d_bias alone", db_g4, db_c, n_b, TOL_F32);
 
     void *dev[] = {g_in, g_w, g_bias, g_dout, g_out, g_din, g_dw, g_db, g_out2, g_din2, g_dw2, g_db2,
                    g_din4, g_dw4, g_db4};

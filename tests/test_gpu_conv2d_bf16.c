@@ -14,41 +14,6 @@
 
 #include "harness.h"
 
-#define TOL_BF16 1e-2
-#define BF16_NAN 0xFFFFu  // sign 1, exponent all ones, mantissa non-zero: a NaN in bf16
-
-static uint16_t *bf16_alloc_normal(TestRng *rng, size_t n, float stddev) {
-    uint16_t *x = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 test tensor");
-    for (size_t i = 0; i < n; i++) x[i] = f32_to_bf16((float)(stddev * test_normal(rng)));
-    return x;
-}
-
-static float *bf16_widen_new(const uint16_t *x, size_t n) {
-    float *y = DF_MALLOC((n ? n : 1) * sizeof(float), "bf16 widened");
-    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
-    return y;
-}
-
-static uint16_t *dev_upload_bf16(Backend *be, const uint16_t *host, size_t n) {
-    uint16_t *d = be->alloc(be, (n ? n : 1) * sizeof(uint16_t));
-    be->upload(be, d, host, n * sizeof(uint16_t));
-    return d;
-}
-
-static uint16_t *dev_poison_bf16(Backend *be, size_t n) {
-    uint16_t *h = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 poison");
-    for (size_t i = 0; i < n; i++) h[i] = BF16_NAN;
-    uint16_t *d = dev_upload_bf16(be, h, n);
-    free(h);
-    return d;
-}
-
-static uint16_t *download_bf16_new(Backend *be, const uint16_t *dev, size_t n) {
-    uint16_t *h = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "downloaded bf16 tensor");
-    be->download(be, h, dev, n * sizeof(uint16_t));
-    return h;
-}
-
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -56,7 +21,7 @@ static double now_seconds(void) {
 }
 
 static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool with_bias, bool timed) {
-    char tag[128], what[200];
+    char tag[128];
     snprintf(tag, sizeof tag, "conv_bf16 B=%d %dx%d %d->%d k%dx%d s%d p%d%s", s.B, s.H, s.W, s.C_in, s.C_out, s.KH,
              s.KW, s.stride, s.pad, with_bias ? " +bias" : "");
     printf("%s\n", tag);
@@ -70,15 +35,13 @@ static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape
     const float *bias_arg = with_bias ? bias : NULL;
 
     // CPU bf16 reference, itself checked against the fp32 conv of the widened inputs.
-    uint16_t *out_c = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 out");
-    for (size_t i = 0; i < n_out; i++) out_c[i] = BF16_NAN;
+    uint16_t *out_c = host_poison_bf16(n_out);  // [B, Ho, Wo, Cout]
     cpu->conv2d_forward_bf16(cpu, &s, out_c, in, w, bias_arg);
     float *in_f = bf16_widen_new(in, n_in), *w_f = bf16_widen_new(w, n_w);
     float *ref32 = DF_MALLOC(n_out * sizeof(float), "fp32 reference");
     cpu->conv2d_forward(cpu, &s, ref32, in_f, w_f, bias_arg);
     float *want = bf16_widen_new(out_c, n_out);
-    snprintf(what, sizeof what, "%s: CPU bf16 vs fp32 conv of the widened inputs", tag);
-    check_close(what, want, ref32, n_out, TOL_BF16);
+    check_named(tag, "CPU bf16 vs fp32 conv of the widened inputs", want, ref32, n_out, TOL_BF16);
 
     // CUDA.
     uint16_t *g_in = dev_upload_bf16(gpu, in, n_in), *g_w = dev_upload_bf16(gpu, w, n_w);
@@ -87,11 +50,10 @@ static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape
     uint16_t *g_out = dev_poison_bf16(gpu, n_out), *g_out2 = dev_poison_bf16(gpu, n_out);
     gpu->conv2d_forward_bf16(gpu, &s, g_out, g_in, g_w, g_bias_arg);
     gpu->conv2d_forward_bf16(gpu, &s, g_out2, g_in, g_w, g_bias_arg);
-    uint16_t *out_g = download_bf16_new(gpu, g_out, n_out), *out_g2 = download_bf16_new(gpu, g_out2, n_out);
+    uint16_t *out_g = dev_download_bf16_new(gpu, g_out, n_out), *out_g2 = dev_download_bf16_new(gpu, g_out2, n_out);
     float *got = bf16_widen_new(out_g, n_out);
 
-    snprintf(what, sizeof what, "%s: CUDA vs CPU bf16", tag);
-    check_close(what, got, want, n_out, TOL_BF16);
+    check_named(tag, "CUDA vs CPU bf16", got, want, n_out, TOL_BF16);
     {
         // Elementwise: more than two bf16 steps (2^-6 relative) apart, beyond a small absolute slack for
         // near-cancelling sums, is rare (the bias path rounds twice on the GPU: ≤ 1.5 steps).
@@ -120,7 +82,7 @@ static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape
         printf("  timing: %.1f us per call, %.1f TFLOP/s (%.0f%% of ~790 TFLOP/s dense bf16)\n", dt * 1e6,
                flops / dt * 1e-12, 100.0 * flops / dt / 790e12);
         // The timed runs wrote the same values again.
-        uint16_t *out_g3 = download_bf16_new(gpu, g_out2, n_out);
+        uint16_t *out_g3 = dev_download_bf16_new(gpu, g_out2, n_out);
         CHECK(memcmp(out_g, out_g3, n_out * sizeof(uint16_t)) == 0, "%s: repeated (timed) runs are bitwise equal", tag);
         free(out_g3);
     }

@@ -8,46 +8,7 @@
 // concat: forward and backward (either gradient NULL), Ca/Cb multiples of 4 or not, one side empty; a copy,
 //   so bit-identical to the CPU.
 // Every device output is NaN-poisoned first; two device runs are bitwise equal.
-#include <string.h>
-
 #include "harness.h"
-
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
-static float *difference(const float *after, const float *before, size_t n, double factor) {
-    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "difference");
-    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
-    return d;
-}
-
-static void check_named(const char *tag, const char *name, const float *got, const float *want, size_t n) {
-    char what[192];
-    snprintf(what, sizeof what, "%s: %s", tag, name);
-    check_close(what, got, want, n, TOL);
-}
 
 // ---- axpby ---------------------------------------------------------------------------------------------
 
@@ -64,23 +25,23 @@ static void test_axpby(Backend *cpu, Backend *gpu, TestRng *rng, size_t n, bool 
 
     float *g_a = dev_upload(gpu, a, n), *g_b = dev_upload(gpu, b, n), *g_out = dev_poison(gpu, n);
     gpu->axpby(gpu, g_out, alpha, g_a, beta, with_b ? g_b : NULL, n);
-    float *out_g = download_new(gpu, g_out, n);
-    check_named(tag, "out", out_g, out_c, n);
+    float *out_g = dev_download_new(gpu, g_out, n);
+    check_named(tag, "out", out_g, out_c, n, TOL_F32);
 
     float *g_out2 = dev_poison(gpu, n);
     gpu->axpby(gpu, g_out2, alpha, g_a, beta, with_b ? g_b : NULL, n);
-    float *out_g2 = download_new(gpu, g_out2, n);
+    float *out_g2 = dev_download_new(gpu, g_out2, n);
     CHECK(bitwise_equal(out_g, out_g2, n * 4), "%s: two CUDA runs are bitwise equal", tag);
 
     // out aliasing a (and b): the same values in place.
     float *g_ia = dev_upload(gpu, a, n);
     gpu->axpby(gpu, g_ia, alpha, g_ia, beta, with_b ? g_b : NULL, n);
-    float *ia_g = download_new(gpu, g_ia, n);
+    float *ia_g = dev_download_new(gpu, g_ia, n);
     CHECK(bitwise_equal(ia_g, out_g, n * 4), "%s: out == a equals out of place", tag);
     if (with_b) {
         float *g_ib = dev_upload(gpu, b, n);
         gpu->axpby(gpu, g_ib, alpha, g_a, beta, g_ib, n);
-        float *ib_g = download_new(gpu, g_ib, n);
+        float *ib_g = dev_download_new(gpu, g_ib, n);
         CHECK(bitwise_equal(ib_g, out_g, n * 4), "%s: out == b equals out of place", tag);
         gpu->free(gpu, g_ib);
         free(ib_g);
@@ -91,8 +52,8 @@ static void test_axpby(Backend *cpu, Backend *gpu, TestRng *rng, size_t n, bool 
     gpu->upload(gpu, g_au + 1, a, n * 4);
     gpu->upload(gpu, g_bu + 1, b, n * 4);
     gpu->axpby(gpu, g_outu + 1, alpha, g_au + 1, beta, with_b ? g_bu + 1 : NULL, n);
-    float *outu_g = download_new(gpu, g_outu + 1, n);
-    check_named(tag, "out, unaligned (scalar path)", outu_g, out_c, n);
+    float *outu_g = dev_download_new(gpu, g_outu + 1, n);
+    check_named(tag, "out, unaligned (scalar path)", outu_g, out_c, n, TOL_F32);
 
     void *dev[] = {g_a, g_b, g_out, g_out2, g_ia, g_au, g_bu, g_outu};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
@@ -120,28 +81,26 @@ static void test_add_broadcast(Backend *cpu, Backend *gpu, TestRng *rng, int B, 
     float *g_out = dev_poison(gpu, n), *g_dv = dev_upload(gpu, dv0, nv);
     gpu->add_broadcast_forward(gpu, g_out, g_x, g_vec, B, R, C);
     gpu->add_broadcast_backward(gpu, g_dv, g_dy, B, R, C);
-    float *out_g = download_new(gpu, g_out, n), *dv_g = download_new(gpu, g_dv, nv);
-    check_named(tag, "forward", out_g, out_c, n);
+    float *out_g = dev_download_new(gpu, g_out, n), *dv_g = dev_download_new(gpu, g_dv, nv);
+    check_named(tag, "forward", out_g, out_c, n, TOL_F32);
     CHECK(bitwise_equal(out_g, out_c, n * 4), "%s: forward bit-identical to the CPU (one fp32 add)", tag);
-    check_named(tag, "d_vec (+= onto pre-fill)", dv_g, dv_c, nv);
-    float *inc_g = difference(dv_g, dv0, nv, 1.0), *inc_c = difference(dv_c, dv0, nv, 1.0);
-    check_named(tag, "d_vec increment", inc_g, inc_c, nv);
+    check_named(tag, "d_vec (+= onto pre-fill)", dv_g, dv_c, nv, TOL_F32);
+    check_increment(tag, "d_vec increment", dv_g, dv_c, dv0, nv, TOL_F32);
 
     // Determinism, a second accumulation, in-place forward, unaligned forward.
     float *g_out2 = dev_poison(gpu, n), *g_dv2 = dev_upload(gpu, dv0, nv);
     gpu->add_broadcast_forward(gpu, g_out2, g_x, g_vec, B, R, C);
     gpu->add_broadcast_backward(gpu, g_dv2, g_dy, B, R, C);
-    float *out_g2 = download_new(gpu, g_out2, n), *dv_g2 = download_new(gpu, g_dv2, nv);
+    float *out_g2 = dev_download_new(gpu, g_out2, n), *dv_g2 = dev_download_new(gpu, g_dv2, nv);
     CHECK(bitwise_equal(out_g, out_g2, n * 4) && bitwise_equal(dv_g, dv_g2, nv * 4), "%s: two CUDA runs are bitwise equal",
           tag);
     gpu->add_broadcast_backward(gpu, g_dv, g_dy, B, R, C);
-    float *dv_g3 = download_new(gpu, g_dv, nv);
-    float *twice = difference(dv_g3, dv0, nv, 1.0), *once2 = difference(dv_g, dv0, nv, 2.0);
-    check_named(tag, "d_vec accumulates twice", twice, once2, nv);
+    float *dv_g3 = dev_download_new(gpu, g_dv, nv);
+    check_accumulated_twice(tag, "d_vec accumulates twice", dv_g3, dv_g, dv0, nv, TOL_F32);
 
     float *g_io = dev_upload(gpu, x, n);
     gpu->add_broadcast_forward(gpu, g_io, g_io, g_vec, B, R, C);
-    float *io_g = download_new(gpu, g_io, n);
+    float *io_g = dev_download_new(gpu, g_io, n);
     CHECK(bitwise_equal(io_g, out_g, n * 4), "%s: forward in place equals out of place", tag);
 
     float *g_xu = gpu->alloc(gpu, (n + 1) * 4), *g_vu = gpu->alloc(gpu, (nv + 1) * 4), *g_outu = dev_poison(gpu, n + 1);
@@ -153,14 +112,13 @@ static void test_add_broadcast(Backend *cpu, Backend *gpu, TestRng *rng, int B, 
     gpu->upload(gpu, g_dvu + 1, dv0, nv * 4);
     gpu->add_broadcast_forward(gpu, g_outu + 1, g_xu + 1, g_vu + 1, B, R, C);
     gpu->add_broadcast_backward(gpu, g_dvu + 1, g_dyu + 1, B, R, C);
-    float *outu_g = download_new(gpu, g_outu + 1, n), *dvu_g = download_new(gpu, g_dvu + 1, nv);
+    float *outu_g = dev_download_new(gpu, g_outu + 1, n), *dvu_g = dev_download_new(gpu, g_dvu + 1, nv);
     CHECK(bitwise_equal(outu_g, out_g, n * 4) && bitwise_equal(dvu_g, dv_g, nv * 4),
           "%s: unaligned pointers give the aligned result", tag);
 
     void *dev[] = {g_x, g_vec, g_dy, g_out, g_dv, g_out2, g_dv2, g_io, g_xu, g_vu, g_outu, g_dyu, g_dvu};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
-    void *host[] = {x, vec, dy, dv0, out_c, dv_c, out_g, dv_g, inc_g, inc_c, out_g2, dv_g2, dv_g3, twice, once2,
-                    io_g, outu_g, dvu_g};
+    void *host[] = {x, vec, dy, dv0, out_c, dv_c, out_g, dv_g, out_g2, dv_g2, dv_g3, io_g, outu_g, dvu_g};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
@@ -186,9 +144,9 @@ static void test_concat(Backend *cpu, Backend *gpu, TestRng *rng, int N, int Ca,
     gpu->upload(gpu, gdy + offset, dy, no * 4);
     gpu->concat_forward(gpu, gout + offset, ga + offset, gb + offset, N, Ca, Cb);
     gpu->concat_backward(gpu, gda + offset, gdb + offset, gdy + offset, N, Ca, Cb);
-    float *out_g = download_new(gpu, gout + offset, no), *da_g = download_new(gpu, gda + offset, na);
-    float *db_g = download_new(gpu, gdb + offset, nb);
-    check_named(tag, "forward", out_g, out_c, no);
+    float *out_g = dev_download_new(gpu, gout + offset, no), *da_g = dev_download_new(gpu, gda + offset, na);
+    float *db_g = dev_download_new(gpu, gdb + offset, nb);
+    check_named(tag, "forward", out_g, out_c, no, TOL_F32);
     CHECK(bitwise_equal(out_g, out_c, no * 4), "%s: forward bit-identical to the CPU", tag);
     CHECK(bitwise_equal(da_g, da_c, na * 4) && bitwise_equal(db_g, db_c, nb * 4),
           "%s: backward d_a, d_b bit-identical to the CPU", tag);
@@ -196,18 +154,18 @@ static void test_concat(Backend *cpu, Backend *gpu, TestRng *rng, int N, int Ca,
     // NULL gradients: only d_b, then only d_a, into fresh poisoned buffers.
     float *gda2 = dev_poison(gpu, na + 1), *gdb2 = dev_poison(gpu, nb + 1);
     gpu->concat_backward(gpu, NULL, gdb2 + offset, gdy + offset, N, Ca, Cb);
-    float *da_g2 = download_new(gpu, gda2 + offset, na), *db_g2 = download_new(gpu, gdb2 + offset, nb);
+    float *da_g2 = dev_download_new(gpu, gda2 + offset, na), *db_g2 = dev_download_new(gpu, gdb2 + offset, nb);
     bool untouched = true;
     for (size_t i = 0; i < na; i++) untouched = untouched && isnan(da_g2[i]);
     CHECK(bitwise_equal(db_g2, db_c, nb * 4) && untouched, "%s: d_a = NULL writes d_b only", tag);
     gpu->concat_backward(gpu, gda2 + offset, NULL, gdy + offset, N, Ca, Cb);
     free(da_g2);
-    da_g2 = download_new(gpu, gda2 + offset, na);
+    da_g2 = dev_download_new(gpu, gda2 + offset, na);
     CHECK(bitwise_equal(da_g2, da_c, na * 4), "%s: d_b = NULL writes d_a", tag);
 
     float *gout2 = dev_poison(gpu, no + 1);
     gpu->concat_forward(gpu, gout2 + offset, ga + offset, gb + offset, N, Ca, Cb);
-    float *out_g2 = download_new(gpu, gout2 + offset, no);
+    float *out_g2 = dev_download_new(gpu, gout2 + offset, no);
     CHECK(bitwise_equal(out_g, out_g2, no * 4), "%s: two CUDA runs are bitwise equal", tag);
 
     void *dev[] = {ga, gb, gdy, gout, gda, gdb, gda2, gdb2, gout2};

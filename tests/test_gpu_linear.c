@@ -5,46 +5,11 @@
 // unwritten element fails the comparison. Parameter gradients are pre-filled with the same random values on
 // both backends (+= semantics), and a second accumulation on the device must add the same increment again.
 // Two device runs must agree bit for bit (determinism). NULL gradient pointers are exercised.
-#include <string.h>
-
 #include "harness.h"
 #include "tensor.h"
 
-#define TOL_F32 1e-5
-#define TOL_BF16 1e-2
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-// increment[i] = after[i] − before[i] (in double, rounded to float for check_close).
-static float *difference(const float *after, const float *before, size_t n, float factor) {
-    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "difference");
-    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
-    return d;
-}
-
 static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int K, int N, bool with_bias) {
-    char tag[96], what[160];
+    char tag[96];
     snprintf(tag, sizeof tag, "linear M=%d K=%d N=%d%s", M, K, N, with_bias ? " +bias" : "");
     printf("%s\n", tag);
     const size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
@@ -69,69 +34,42 @@ static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int
     float *g_dw = dev_upload(gpu, dw0, n_w), *g_db = dev_upload(gpu, db0, (size_t)N);
     gpu->linear_forward(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
     gpu->linear_backward(gpu, g_din, g_dw, g_db, g_dout, g_in, g_w, M, K, N);
-    float *out_g = download_new(gpu, g_out, n_out), *din_g = download_new(gpu, g_din, n_in);
-    float *dw_g = download_new(gpu, g_dw, n_w), *db_g = download_new(gpu, g_db, (size_t)N);
+    float *out_g = dev_download_new(gpu, g_out, n_out), *din_g = dev_download_new(gpu, g_din, n_in);
+    float *dw_g = dev_download_new(gpu, g_dw, n_w), *db_g = dev_download_new(gpu, g_db, (size_t)N);
 
-    snprintf(what, sizeof what, "%s: out", tag);
-    check_close(what, out_g, out_c, n_out, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_in", tag);
-    check_close(what, din_g, din_c, n_in, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_weight (+=)", tag);
-    check_close(what, dw_g, dw_c, n_w, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_bias (+=)", tag);
-    check_close(what, db_g, db_c, (size_t)N, TOL_F32);
-    {  // the increments alone (a "=" instead of "+=" on both sides would pass the checks above only if the
-       // CPU made the same mistake; this compares what was added)
-        float *inc_g = difference(dw_g, dw0, n_w, 1.0f), *inc_c = difference(dw_c, dw0, n_w, 1.0f);
-        snprintf(what, sizeof what, "%s: d_weight increment", tag);
-        check_close(what, inc_g, inc_c, n_w, TOL_F32);
-        free(inc_g);
-        free(inc_c);
-        inc_g = difference(db_g, db0, (size_t)N, 1.0f);
-        inc_c = difference(db_c, db0, (size_t)N, 1.0f);
-        snprintf(what, sizeof what, "%s: d_bias increment", tag);
-        check_close(what, inc_g, inc_c, (size_t)N, TOL_F32);
-        free(inc_g);
-        free(inc_c);
-    }
+    check_named(tag, "out", out_g, out_c, n_out, TOL_F32);
+    check_named(tag, "d_in", din_g, din_c, n_in, TOL_F32);
+    check_named(tag, "d_weight (+=)", dw_g, dw_c, n_w, TOL_F32);
+    check_named(tag, "d_bias (+=)", db_g, db_c, (size_t)N, TOL_F32);
+    // the increments alone (a "=" instead of "+=" on both sides would pass the checks above only if the
+    // CPU made the same mistake; this compares what was added)
+    check_increment(tag, "d_weight increment", dw_g, dw_c, dw0, n_w, TOL_F32);
+    check_increment(tag, "d_bias increment", db_g, db_c, db0, (size_t)N, TOL_F32);
 
     // Determinism: a second run from the same inputs into fresh (poisoned / re-prefilled) buffers.
     float *g_out2 = dev_poison(gpu, n_out), *g_din2 = dev_poison(gpu, n_in);
     float *g_dw2 = dev_upload(gpu, dw0, n_w), *g_db2 = dev_upload(gpu, db0, (size_t)N);
     gpu->linear_forward(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
     gpu->linear_backward(gpu, g_din2, g_dw2, g_db2, g_dout, g_in, g_w, M, K, N);
-    float *out_g2 = download_new(gpu, g_out2, n_out), *din_g2 = download_new(gpu, g_din2, n_in);
-    float *dw_g2 = download_new(gpu, g_dw2, n_w), *db_g2 = download_new(gpu, g_db2, (size_t)N);
+    float *out_g2 = dev_download_new(gpu, g_out2, n_out), *din_g2 = dev_download_new(gpu, g_din2, n_in);
+    float *dw_g2 = dev_download_new(gpu, g_dw2, n_w), *db_g2 = dev_download_new(gpu, g_db2, (size_t)N);
     CHECK(bitwise_equal(out_g, out_g2, n_out * sizeof(float)) && bitwise_equal(din_g, din_g2, n_in * sizeof(float)) &&
               bitwise_equal(dw_g, dw_g2, n_w * sizeof(float)) && bitwise_equal(db_g, db_g2, (size_t)N * sizeof(float)),
           "%s: two CUDA runs are bitwise equal", tag);
 
     // Accumulation: a second backward into the same buffers adds the increment again (dw0 + 2g).
     gpu->linear_backward(gpu, NULL, g_dw, g_db, g_dout, g_in, g_w, M, K, N);
-    float *dw_g3 = download_new(gpu, g_dw, n_w), *db_g3 = download_new(gpu, g_db, (size_t)N);
-    {
-        float *inc2 = difference(dw_g3, dw0, n_w, 1.0f), *inc1x2 = difference(dw_g, dw0, n_w, 2.0f);
-        snprintf(what, sizeof what, "%s: d_weight accumulates twice", tag);
-        check_close(what, inc2, inc1x2, n_w, TOL_F32);
-        free(inc2);
-        free(inc1x2);
-        inc2 = difference(db_g3, db0, (size_t)N, 1.0f);
-        inc1x2 = difference(db_g, db0, (size_t)N, 2.0f);
-        snprintf(what, sizeof what, "%s: d_bias accumulates twice", tag);
-        check_close(what, inc2, inc1x2, (size_t)N, TOL_F32);
-        free(inc2);
-        free(inc1x2);
-    }
+    float *dw_g3 = dev_download_new(gpu, g_dw, n_w), *db_g3 = dev_download_new(gpu, g_db, (size_t)N);
+    check_accumulated_twice(tag, "d_weight accumulates twice", dw_g3, dw_g, dw0, n_w, TOL_F32);
+    check_accumulated_twice(tag, "d_bias accumulates twice", db_g3, db_g, db0, (size_t)N, TOL_F32);
 
     // NULL gradients: d_in only, and d_bias only (in/weight not needed then), match the full call.
     float *g_din4 = dev_poison(gpu, n_in), *g_db4 = dev_upload(gpu, db0, (size_t)N);
     gpu->linear_backward(gpu, g_din4, NULL, NULL, g_dout, g_in, g_w, M, K, N);
     gpu->linear_backward(gpu, NULL, NULL, g_db4, g_dout, NULL, NULL, M, K, N);
-    float *din_g4 = download_new(gpu, g_din4, n_in), *db_g4 = download_new(gpu, g_db4, (size_t)N);
-    snprintf(what, sizeof what, "%s: d_in alone", tag);
-    check_close(what, din_g4, din_c, n_in, TOL_F32);
-    snprintf(what, sizeof what, "%s: d_bias alone", tag);
-    check_close(what, db_g4, db_c, (size_t)N, TOL_F32);
+    float *din_g4 = dev_download_new(gpu, g_din4, n_in), *db_g4 = dev_download_new(gpu, g_db4, (size_t)N);
+    check_named(tag, "d_in alone", din_g4, din_c, n_in, TOL_F32);
+    check_named(tag, "d_bias alone", db_g4, db_c, (size_t)N, TOL_F32);
 
     void *dev[] = {g_in, g_w, g_bias, g_dout, g_out, g_din, g_dw, g_db, g_out2, g_din2, g_dw2, g_db2, g_din4, g_db4};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
@@ -140,26 +78,8 @@ static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
-static uint16_t *bf16_alloc_normal(TestRng *rng, size_t n, float stddev) {
-    uint16_t *x = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 test tensor");
-    for (size_t i = 0; i < n; i++) x[i] = f32_to_bf16((float)(stddev * test_normal(rng)));
-    return x;
-}
-
-static float *bf16_to_f32_new(const uint16_t *x, size_t n) {
-    float *y = DF_MALLOC((n ? n : 1) * sizeof(float), "bf16 widened");
-    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
-    return y;
-}
-
-static uint16_t *dev_upload_u16(Backend *be, const uint16_t *host, size_t n) {
-    uint16_t *d = be->alloc(be, n * sizeof(uint16_t));
-    be->upload(be, d, host, n * sizeof(uint16_t));
-    return d;
-}
-
 static void test_linear_bf16(Backend *cpu, Backend *gpu, TestRng *rng, int M, int K, int N, bool with_bias) {
-    char tag[96], what[160];
+    char tag[96];
     snprintf(tag, sizeof tag, "linear_bf16 M=%d K=%d N=%d%s", M, K, N, with_bias ? " +bias" : "");
     printf("%s\n", tag);
     const size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
@@ -167,24 +87,18 @@ static void test_linear_bf16(Backend *cpu, Backend *gpu, TestRng *rng, int M, in
     uint16_t *w = bf16_alloc_normal(rng, n_w, 1.0f / sqrtf((float)K));  // [N, K] bf16
     float *bias = test_alloc_normal(rng, (size_t)N, 0.5f);              // [N] fp32
 
-    uint16_t *out_c = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 out");
-    memset(out_c, 0xff, n_out * sizeof(uint16_t));  // NaN
+    uint16_t *out_c = host_poison_bf16(n_out);  // [M, N] bf16
     cpu->linear_forward_bf16(cpu, out_c, in, w, with_bias ? bias : NULL, M, K, N);
 
-    uint16_t *poison = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 poison");
-    for (size_t i = 0; i < n_out; i++) poison[i] = 0x7fc1;  // bf16 quiet NaN
-    uint16_t *g_in = dev_upload_u16(gpu, in, n_in), *g_w = dev_upload_u16(gpu, w, n_w);
-    uint16_t *g_out = dev_upload_u16(gpu, poison, n_out), *g_out2 = dev_upload_u16(gpu, poison, n_out);
+    uint16_t *g_in = dev_upload_bf16(gpu, in, n_in), *g_w = dev_upload_bf16(gpu, w, n_w);
+    uint16_t *g_out = dev_poison_bf16(gpu, n_out), *g_out2 = dev_poison_bf16(gpu, n_out);
     float *g_bias = dev_upload(gpu, bias, (size_t)N);
     gpu->linear_forward_bf16(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
     gpu->linear_forward_bf16(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
-    uint16_t *out_g = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 out"), *out_g2 = DF_MALLOC(n_out * sizeof(uint16_t), "bf16 out");
-    gpu->download(gpu, out_g, g_out, n_out * sizeof(uint16_t));
-    gpu->download(gpu, out_g2, g_out2, n_out * sizeof(uint16_t));
+    uint16_t *out_g = dev_download_bf16_new(gpu, g_out, n_out), *out_g2 = dev_download_bf16_new(gpu, g_out2, n_out);
 
-    float *fc = bf16_to_f32_new(out_c, n_out), *fg = bf16_to_f32_new(out_g, n_out);
-    snprintf(what, sizeof what, "%s: out", tag);
-    check_close(what, fg, fc, n_out, TOL_BF16);
+    float *fc = bf16_widen_new(out_c, n_out), *fg = bf16_widen_new(out_g, n_out);
+    check_named(tag, "out", fg, fc, n_out, TOL_BF16);
     // Both sides accumulate in fp32 and round once, so almost every element is identical; count those more
     // than one bf16 step (2^-8 relative) apart, which a double rounding or a lost bias would produce in bulk.
     size_t far = 0;
@@ -202,7 +116,6 @@ static void test_linear_bf16(Backend *cpu, Backend *gpu, TestRng *rng, int M, in
     free(w);
     free(bias);
     free(out_c);
-    free(poison);
     free(out_g);
     free(out_g2);
     free(fc);

@@ -7,49 +7,9 @@
 // again; NULL gradient pointers give the same values as the full call; out may alias in and d_in may alias
 // d_out; NULL gamma/beta (identity affine); and central finite differences of the device forward
 // confirm the device backward on small shapes.
-#include <string.h>
-
 #include "harness.h"
 
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
 // ---- helpers -------------------------------------------------------------------------------------------
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
-// (after − before)·factor in double, rounded to float: the increment a += op added.
-static float *difference(const float *after, const float *before, size_t n, double factor) {
-    float *d = DF_MALLOC((n ? n : 1) * sizeof(float), "difference");
-    for (size_t i = 0; i < n; i++) d[i] = (float)(((double)after[i] - (double)before[i]) * factor);
-    return d;
-}
-
-static void check_named(const char *tag, const char *name, const float *got, const float *want, size_t n) {
-    char what[192];
-    snprintf(what, sizeof what, "%s: %s", tag, name);
-    check_close(what, got, want, n, TOL);
-}
 
 // x with a per-channel offset, so group/row means are far from zero and differ.
 static float *alloc_input(TestRng *rng, size_t rows, int C) {
@@ -113,36 +73,28 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *g_dx = dev_poison(gpu, n), *g_dg = dev_upload(gpu, dg0, C), *g_db = dev_upload(gpu, db0, C);
     run_forward(gpu, &s, g_out, g_mean, g_rstd, g_x, g_gamma, g_beta);
     run_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    float *out_g = download_new(gpu, g_out, n), *mean_g = download_new(gpu, g_mean, ns);
-    float *rstd_g = download_new(gpu, g_rstd, ns), *dx_g = download_new(gpu, g_dx, n);
-    float *dg_g = download_new(gpu, g_dg, C), *db_g = download_new(gpu, g_db, C);
+    float *out_g = dev_download_new(gpu, g_out, n), *mean_g = dev_download_new(gpu, g_mean, ns);
+    float *rstd_g = dev_download_new(gpu, g_rstd, ns), *dx_g = dev_download_new(gpu, g_dx, n);
+    float *dg_g = dev_download_new(gpu, g_dg, C), *db_g = dev_download_new(gpu, g_db, C);
 
-    check_named(tag, "out", out_g, out_c, n);
-    check_named(tag, "mean", mean_g, mean_c, ns);
-    check_named(tag, "rstd", rstd_g, rstd_c, ns);
-    check_named(tag, "d_in", dx_g, dx_c, n);
-    check_named(tag, "d_gamma (+= onto pre-fill)", dg_g, dg_c, C);
-    check_named(tag, "d_beta (+= onto pre-fill)", db_g, db_c, C);
-    {  // the increments alone: a "=" instead of "+=" would pass above only if the CPU made the same mistake
-        float *ig = difference(dg_g, dg0, C, 1.0), *ic = difference(dg_c, dg0, C, 1.0);
-        check_named(tag, "d_gamma increment", ig, ic, C);
-        free(ig);
-        free(ic);
-        ig = difference(db_g, db0, C, 1.0);
-        ic = difference(db_c, db0, C, 1.0);
-        check_named(tag, "d_beta increment", ig, ic, C);
-        free(ig);
-        free(ic);
-    }
+    check_named(tag, "out", out_g, out_c, n, TOL_F32);
+    check_named(tag, "mean", mean_g, mean_c, ns, TOL_F32);
+    check_named(tag, "rstd", rstd_g, rstd_c, ns, TOL_F32);
+    check_named(tag, "d_in", dx_g, dx_c, n, TOL_F32);
+    check_named(tag, "d_gamma (+= onto pre-fill)", dg_g, dg_c, C, TOL_F32);
+    check_named(tag, "d_beta (+= onto pre-fill)", db_g, db_c, C, TOL_F32);
+    // the increments alone: a "=" instead of "+=" would pass above only if the CPU made the same mistake
+    check_increment(tag, "d_gamma increment", dg_g, dg_c, dg0, C, TOL_F32);
+    check_increment(tag, "d_beta increment", db_g, db_c, db0, C, TOL_F32);
 
     // Determinism: a second run into fresh (poisoned / re-prefilled) buffers is bitwise equal.
     float *g_out2 = dev_poison(gpu, n), *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
     float *g_dx2 = dev_poison(gpu, n), *g_dg2 = dev_upload(gpu, dg0, C), *g_db2 = dev_upload(gpu, db0, C);
     run_forward(gpu, &s, g_out2, g_mean2, g_rstd2, g_x, g_gamma, g_beta);
     run_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma);
-    float *out_g2 = download_new(gpu, g_out2, n), *mean_g2 = download_new(gpu, g_mean2, ns);
-    float *rstd_g2 = download_new(gpu, g_rstd2, ns), *dx_g2 = download_new(gpu, g_dx2, n);
-    float *dg_g2 = download_new(gpu, g_dg2, C), *db_g2 = download_new(gpu, g_db2, C);
+    float *out_g2 = dev_download_new(gpu, g_out2, n), *mean_g2 = dev_download_new(gpu, g_mean2, ns);
+    float *rstd_g2 = dev_download_new(gpu, g_rstd2, ns), *dx_g2 = dev_download_new(gpu, g_dx2, n);
+    float *dg_g2 = dev_download_new(gpu, g_dg2, C), *db_g2 = dev_download_new(gpu, g_db2, C);
     CHECK(bitwise_equal(out_g, out_g2, n * 4) && bitwise_equal(mean_g, mean_g2, ns * 4) &&
               bitwise_equal(rstd_g, rstd_g2, ns * 4) && bitwise_equal(dx_g, dx_g2, n * 4) &&
               bitwise_equal(dg_g, dg_g2, C * 4) && bitwise_equal(db_g, db_g2, C * 4),
@@ -150,25 +102,17 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
 
     // Accumulation: a second backward (parameter gradients only) adds the increment again.
     run_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    float *dg_g3 = download_new(gpu, g_dg, C), *db_g3 = download_new(gpu, g_db, C);
-    {
-        float *twice = difference(dg_g3, dg0, C, 1.0), *once2 = difference(dg_g, dg0, C, 2.0);
-        check_named(tag, "d_gamma accumulates twice", twice, once2, C);
-        free(twice);
-        free(once2);
-        twice = difference(db_g3, db0, C, 1.0);
-        once2 = difference(db_g, db0, C, 2.0);
-        check_named(tag, "d_beta accumulates twice", twice, once2, C);
-        free(twice);
-        free(once2);
-    }
+    float *dg_g3 = dev_download_new(gpu, g_dg, C), *db_g3 = dev_download_new(gpu, g_db, C);
+    check_accumulated_twice(tag, "d_gamma accumulates twice", dg_g3, dg_g, dg0, C, TOL_F32);
+    check_accumulated_twice(tag, "d_beta accumulates twice", db_g3, db_g, db0, C, TOL_F32);
 
     // NULL gradient pointers: d_in alone, d_beta alone, d_gamma alone give the full call's values.
     float *g_dx4 = dev_poison(gpu, n), *g_db4 = dev_upload(gpu, db0, C), *g_dg4 = dev_upload(gpu, dg0, C);
     run_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
     run_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma);
     run_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    float *dx_g4 = download_new(gpu, g_dx4, n), *db_g4 = download_new(gpu, g_db4, C), *dg_g4 = download_new(gpu, g_dg4, C);
+    float *dx_g4 = dev_download_new(gpu, g_dx4, n), *db_g4 = dev_download_new(gpu, g_db4, C);
+    float *dg_g4 = dev_download_new(gpu, g_dg4, C);
     CHECK(bitwise_equal(dx_g4, dx_g, n * 4), "%s: d_in alone equals the full call", tag);
     CHECK(bitwise_equal(db_g4, db_g, C * 4), "%s: d_beta alone equals the full call", tag);
     CHECK(bitwise_equal(dg_g4, dg_g, C * 4), "%s: d_gamma alone equals the full call", tag);
@@ -176,11 +120,12 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     // Aliasing: forward in place (out = in), backward with d_in = d_out.
     float *g_inplace = dev_upload(gpu, x, n), *g_mean5 = dev_poison(gpu, ns), *g_rstd5 = dev_poison(gpu, ns);
     run_forward(gpu, &s, g_inplace, g_mean5, g_rstd5, g_inplace, g_gamma, g_beta);
-    float *inplace_g = download_new(gpu, g_inplace, n);
+    float *inplace_g = dev_download_new(gpu, g_inplace, n);
     CHECK(bitwise_equal(inplace_g, out_g, n * 4), "%s: forward with out == in equals the out-of-place result", tag);
     float *g_dyx = dev_upload(gpu, dy, n), *g_dg5 = dev_upload(gpu, dg0, C), *g_db5 = dev_upload(gpu, db0, C);
     run_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma);
-    float *dyx_g = download_new(gpu, g_dyx, n), *dg_g5 = download_new(gpu, g_dg5, C), *db_g5 = download_new(gpu, g_db5, C);
+    float *dyx_g = dev_download_new(gpu, g_dyx, n), *dg_g5 = dev_download_new(gpu, g_dg5, C);
+    float *db_g5 = dev_download_new(gpu, g_db5, C);
     CHECK(bitwise_equal(dyx_g, dx_g, n * 4) && bitwise_equal(dg_g5, dg_g, C * 4) && bitwise_equal(db_g5, db_g, C * 4),
           "%s: backward with d_in == d_out equals the separate-buffer result", tag);
 
@@ -241,7 +186,8 @@ static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
     float *g_dg = dev_upload(gpu, zeros, C), *g_db = dev_upload(gpu, zeros, C);
     run_forward(gpu, &s, c.g_out, c.g_mean, c.g_rstd, c.g_x, c.g_gamma, c.g_beta);
     run_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma);
-    float *dx = download_new(gpu, g_dx, n), *dg = download_new(gpu, g_dg, C), *db = download_new(gpu, g_db, C);
+    float *dx = dev_download_new(gpu, g_dx, n), *dg = dev_download_new(gpu, g_dg, C);
+    float *db = dev_download_new(gpu, g_db, C);
 
     snprintf(what, sizeof what, "%s: FD d_in", tag);
     check_grad_fd(what, fd_loss, &c, c.x, n, dx, 48, 1e-2, 1e-2, rng);

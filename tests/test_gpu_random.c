@@ -13,31 +13,6 @@
 #include "harness.h"
 #include "philox.h"
 
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
 // Distance in units in the last place between two finite floats (monotone integer mapping).
 static int64_t ulp_distance(float a, float b) {
     int32_t ia, ib;
@@ -57,7 +32,7 @@ static void test_fill(Backend *cpu, Backend *gpu, size_t n, uint64_t seed, uint6
 
     float *g_out = dev_poison(gpu, n);
     gpu->gaussian_fill(gpu, g_out, n, seed, stream, offset);
-    float *got = download_new(gpu, g_out, n);
+    float *got = dev_download_new(gpu, g_out, n);
 
     size_t exact = 0, finite = 0;
     int64_t worst = 0;
@@ -72,9 +47,7 @@ static void test_fill(Backend *cpu, Backend *gpu, size_t n, uint64_t seed, uint6
     CHECK(finite == n, "%s: every element written and finite (%zu of %zu)", tag, finite, n);
     CHECK(worst <= 2, "%s: every value within 2 ulp of the CPU (worst %lld)", tag, (long long)worst);
     CHECK(exact * 100 >= n * 99, "%s: %zu of %zu values bit-exact (want >= 99%%)", tag, exact, n);
-    char what[200];
-    snprintf(what, sizeof what, "%s: values", tag);
-    check_close(what, got, want, n, TOL);
+    check_named(tag, "values", got, want, n, TOL_F32);
     // Spot-check the CPU backend itself against the header's per-element definition.
     bool spot = true;
     for (size_t i = 0; i < n; i += 1 + n / 17) spot = spot && want[i] == philox_gaussian(seed, stream, offset + i);
@@ -84,7 +57,7 @@ static void test_fill(Backend *cpu, Backend *gpu, size_t n, uint64_t seed, uint6
     float *g_out2 = dev_poison(gpu, n), *g_outu = dev_poison(gpu, n + 1);
     gpu->gaussian_fill(gpu, g_out2, n, seed, stream, offset);
     gpu->gaussian_fill(gpu, g_outu + 1, n, seed, stream, offset);
-    float *got2 = download_new(gpu, g_out2, n), *gotu = download_new(gpu, g_outu + 1, n);
+    float *got2 = dev_download_new(gpu, g_out2, n), *gotu = dev_download_new(gpu, g_outu + 1, n);
     CHECK(bitwise_equal(got, got2, n * 4), "%s: two CUDA runs are bitwise equal", tag);
     CHECK(bitwise_equal(got, gotu, n * 4), "%s: unaligned output gives the same bits", tag);
 
@@ -103,14 +76,14 @@ static void test_windows(Backend *gpu) {
     const size_t n = 4103;
     float *g_all = dev_poison(gpu, n);
     gpu->gaussian_fill(gpu, g_all, n, seed, stream, offset);
-    float *all = download_new(gpu, g_all, n);
+    float *all = dev_download_new(gpu, g_all, n);
     const size_t windows[][2] = {{0, 1}, {1, 3}, {2, 9}, {3, 4}, {4, 4}, {5, 1000}, {4096, 7}, {1, 4102}};
     bool ok = true;
     for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
         const size_t a = windows[w][0], len = windows[w][1];
         float *g_win = dev_poison(gpu, len);
         gpu->gaussian_fill(gpu, g_win, len, seed, stream, offset + a);
-        float *win = download_new(gpu, g_win, len);
+        float *win = dev_download_new(gpu, g_win, len);
         const bool same = bitwise_equal(win, all + a, len * 4);
         if (!same) printf("      window [%zu, +%zu) differs\n", a, len);
         ok = ok && same;
@@ -126,7 +99,7 @@ static void test_moments(Backend *gpu) {
     const size_t n = (size_t)1 << 22;
     float *g = dev_poison(gpu, n);
     gpu->gaussian_fill(gpu, g, n, 12345, 6, 3);
-    float *x = download_new(gpu, g, n);
+    float *x = dev_download_new(gpu, g, n);
     double s = 0.0, s2 = 0.0;
     for (size_t i = 0; i < n; i++) {
         s += x[i];

@@ -8,34 +8,7 @@
 // one rounding of the same double quotient on both sides, so it is bit-identical. Empty inputs: the sum is
 // 0, the mean NaN (as on the CPU) and the norm 0. clip_grad_norm (host/backend.c, built on global_norm and
 // axpby) is compared on both backends, scaling and not scaling.
-#include <string.h>
-
 #include "harness.h"
-
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
 
 static double rel_diff(double a, double b) { return fabs(a - b) / (fabs(b) > 0.0 ? fabs(b) : 1.0); }
 
@@ -63,10 +36,8 @@ static void test_reduce(Backend *cpu, Backend *gpu, TestRng *rng, size_t n) {
     float *g_x = dev_upload(gpu, x, n);
     const float sum_g = gpu_reduce(gpu, g_x, n, false), mean_g = gpu_reduce(gpu, g_x, n, true);
     const double norm_g = gpu->global_norm(gpu, g_x, n);
-    snprintf(what, sizeof what, "%s: sum", tag);
-    check_close(what, &sum_g, &sum_c, 1, TOL);
-    snprintf(what, sizeof what, "%s: mean", tag);
-    check_close(what, &mean_g, &mean_c, 1, TOL);
+    check_named(tag, "sum", &sum_g, &sum_c, 1, TOL_F32);
+    check_named(tag, "mean", &mean_g, &mean_c, 1, TOL_F32);
     CHECK(rel_diff(norm_g, norm_c) < 1e-12, "%s: global_norm %.17g vs CPU %.17g", tag, norm_g, norm_c);
     printf("      sum %s, mean %s bit-exact; norm rel diff %.2e\n", sum_g == sum_c ? "is" : "is NOT",
            mean_g == mean_c ? "is" : "is NOT", rel_diff(norm_g, norm_c));
@@ -89,9 +60,9 @@ static void test_reduce(Backend *cpu, Backend *gpu, TestRng *rng, size_t n) {
         float *dx_c = host_poison(n), *g_dx = dev_poison(gpu, n);
         cpu->reduce_sum_backward(cpu, dx_c, &d_out, n, mean);
         gpu->reduce_sum_backward(gpu, g_dx, g_dout, n, mean);
-        float *dx_g = download_new(gpu, g_dx, n);
+        float *dx_g = dev_download_new(gpu, g_dx, n);
         snprintf(what, sizeof what, "%s: backward (%s)", tag, mean ? "mean" : "sum");
-        check_close(what, dx_g, dx_c, n, TOL);
+        check_close(what, dx_g, dx_c, n, TOL_F32);
         CHECK(bitwise_equal(dx_g, dx_c, n * 4), "%s: backward (%s) bit-identical to the CPU", tag, mean ? "mean" : "sum");
         gpu->free(gpu, g_dx);
         free(dx_c);
@@ -118,7 +89,7 @@ static void test_empty(Backend *cpu, Backend *gpu) {
 
 // clip_grad_norm on both backends: with max_norm = factor · ‖g‖.
 static void test_clip(Backend *cpu, Backend *gpu, TestRng *rng, size_t n, double factor) {
-    char tag[96], what[160];
+    char tag[96];
     snprintf(tag, sizeof tag, "clip_grad_norm n=%zu max_norm=%.2f·norm", n, factor);
     printf("%s\n", tag);
     float *g = test_alloc_normal(rng, n, 0.1f);  // [n]
@@ -127,10 +98,9 @@ static void test_clip(Backend *cpu, Backend *gpu, TestRng *rng, size_t n, double
     float *g_g = dev_upload(gpu, g, n);
     const double ret_c = clip_grad_norm(cpu, g_c, n, factor * norm0);
     const double ret_g = clip_grad_norm(gpu, g_g, n, factor * norm0);
-    float *out_g = download_new(gpu, g_g, n);
+    float *out_g = dev_download_new(gpu, g_g, n);
     CHECK(rel_diff(ret_g, ret_c) < 1e-12, "%s: returned norm %.17g vs CPU %.17g", tag, ret_g, ret_c);
-    snprintf(what, sizeof what, "%s: clipped gradient", tag);
-    check_close(what, out_g, g_c, n, TOL);
+    check_named(tag, "clipped gradient", out_g, g_c, n, TOL_F32);
     if (factor >= 1.0) CHECK(bitwise_equal(out_g, g, n * 4), "%s: no clipping leaves g unchanged", tag);
     else {
         // torch's coefficient max_norm / (norm + 1e-6), applied in fp32

@@ -10,31 +10,6 @@
 
 #include "harness.h"
 
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
 // t [B]: alternately an integer timestep and a fractional one in [0, 1000), never all zero.
 static float *alloc_timesteps(TestRng *rng, int B) {
     float *t = DF_MALLOC((size_t)B * sizeof(float), "timesteps");
@@ -47,7 +22,7 @@ static float *alloc_timesteps(TestRng *rng, int B) {
 
 static void test_embedding(Backend *cpu, Backend *gpu, TestRng *rng, int B, int dim, bool flip, float shift,
                            float max_period) {
-    char tag[128], what[192];
+    char tag[128];
     snprintf(tag, sizeof tag, "timestep_embedding B=%d dim=%d flip=%d shift=%g max_period=%g", B, dim, (int)flip, shift,
              max_period);
     printf("%s\n", tag);
@@ -63,10 +38,9 @@ static void test_embedding(Backend *cpu, Backend *gpu, TestRng *rng, int B, int 
     float *g_out = dev_poison(gpu, n), *g_dt = dev_poison(gpu, (size_t)B);
     gpu->timestep_embedding_forward(gpu, g_out, g_t, B, dim, flip, shift, max_period);
     gpu->timestep_embedding_backward(gpu, g_dt, g_dy, g_t, B, dim, flip, shift, max_period);
-    float *out_g = download_new(gpu, g_out, n), *dt_g = download_new(gpu, g_dt, (size_t)B);
+    float *out_g = dev_download_new(gpu, g_out, n), *dt_g = dev_download_new(gpu, g_dt, (size_t)B);
 
-    snprintf(what, sizeof what, "%s: forward", tag);
-    check_close(what, out_g, out_c, n, TOL);
+    check_named(tag, "forward", out_g, out_c, n, TOL_F32);
     size_t exact = 0;
     for (size_t i = 0; i < n; i++) exact += memcmp(&out_g[i], &out_c[i], 4) == 0;
     printf("      %zu of %zu forward values bit-exact\n", exact, n);
@@ -76,13 +50,12 @@ static void test_embedding(Backend *cpu, Backend *gpu, TestRng *rng, int B, int 
         for (int b = 0; b < B; b++) zero = zero && out_g[(size_t)b * dim + dim - 1] == 0.0f;
         CHECK(zero, "%s: the pad column of an odd dim is zero", tag);
     }
-    snprintf(what, sizeof what, "%s: backward d_t", tag);
-    check_close(what, dt_g, dt_c, (size_t)B, TOL);
+    check_named(tag, "backward d_t", dt_g, dt_c, (size_t)B, TOL_F32);
 
     float *g_out2 = dev_poison(gpu, n), *g_dt2 = dev_poison(gpu, (size_t)B);
     gpu->timestep_embedding_forward(gpu, g_out2, g_t, B, dim, flip, shift, max_period);
     gpu->timestep_embedding_backward(gpu, g_dt2, g_dy, g_t, B, dim, flip, shift, max_period);
-    float *out_g2 = download_new(gpu, g_out2, n), *dt_g2 = download_new(gpu, g_dt2, (size_t)B);
+    float *out_g2 = dev_download_new(gpu, g_out2, n), *dt_g2 = dev_download_new(gpu, g_dt2, (size_t)B);
     CHECK(bitwise_equal(out_g, out_g2, n * 4) && bitwise_equal(dt_g, dt_g2, (size_t)B * 4),
           "%s: two CUDA runs are bitwise equal", tag);
 
@@ -124,7 +97,7 @@ static void test_fd(Backend *gpu, TestRng *rng, int B, int dim, bool flip, float
     c.g_out = dev_poison(gpu, n);
     float *g_w = dev_upload(gpu, c.w, n), *g_dt = dev_poison(gpu, (size_t)B);
     gpu->timestep_embedding_backward(gpu, g_dt, g_w, c.g_t, B, dim, flip, shift, 10000.0f);
-    float *dt = download_new(gpu, g_dt, (size_t)B);
+    float *dt = dev_download_new(gpu, g_dt, (size_t)B);
     snprintf(what, sizeof what, "timestep_embedding B=%d dim=%d flip=%d: FD d_t", B, dim, (int)flip);
     check_grad_fd(what, fd_loss, &c, c.t, (size_t)B, dt, 0, 1e-2, 1e-2, rng);
     gpu->free(gpu, c.g_t);

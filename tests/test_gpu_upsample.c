@@ -9,33 +9,8 @@
 
 #include "harness.h"
 
-#define TOL 1e-5
-#define NAN_BITS 0x7fc0dead
-
-static float *host_poison(size_t n) {
-    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "poisoned host buffer");
-    const uint32_t bits = NAN_BITS;
-    for (size_t i = 0; i < n; i++) memcpy(&x[i], &bits, sizeof bits);
-    return x;
-}
-
-static float *dev_poison(Backend *be, size_t n) {
-    float *h = host_poison(n);
-    float *d = dev_upload(be, h, n);
-    free(h);
-    return d;
-}
-
-static float *download_new(Backend *be, const float *dev, size_t n) {
-    float *h = DF_MALLOC((n ? n : 1) * sizeof(float), "downloaded tensor");
-    dev_download(be, h, dev, n);
-    return h;
-}
-
-static bool bitwise_equal(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
 static void test_upsample(Backend *cpu, Backend *gpu, TestRng *rng, int B, int H, int W, int C) {
-    char tag[96], what[160];
+    char tag[96];
     snprintf(tag, sizeof tag, "upsample2x B=%d H=%d W=%d C=%d", B, H, W, C);
     printf("%s\n", tag);
     const size_t n_in = (size_t)B * H * W * C, n_out = 4 * n_in;
@@ -50,12 +25,10 @@ static void test_upsample(Backend *cpu, Backend *gpu, TestRng *rng, int B, int H
     float *g_out = dev_poison(gpu, n_out), *g_dx = dev_poison(gpu, n_in);
     gpu->upsample2x_forward(gpu, g_out, g_x, B, H, W, C);
     gpu->upsample2x_backward(gpu, g_dx, g_dy, B, H, W, C);
-    float *out_g = download_new(gpu, g_out, n_out), *dx_g = download_new(gpu, g_dx, n_in);
+    float *out_g = dev_download_new(gpu, g_out, n_out), *dx_g = dev_download_new(gpu, g_dx, n_in);
 
-    snprintf(what, sizeof what, "%s: forward", tag);
-    check_close(what, out_g, out_c, n_out, TOL);
-    snprintf(what, sizeof what, "%s: backward d_in", tag);
-    check_close(what, dx_g, dx_c, n_in, TOL);
+    check_named(tag, "forward", out_g, out_c, n_out, TOL_F32);
+    check_named(tag, "backward d_in", dx_g, dx_c, n_in, TOL_F32);
     CHECK(bitwise_equal(out_g, out_c, n_out * 4), "%s: forward bit-identical to the CPU", tag);
     CHECK(bitwise_equal(dx_g, dx_c, n_in * 4), "%s: backward bit-identical to the CPU (same summation order)", tag);
 
@@ -75,7 +48,7 @@ static void test_upsample(Backend *cpu, Backend *gpu, TestRng *rng, int B, int H
     float *g_out2 = dev_poison(gpu, n_out), *g_dx2 = dev_poison(gpu, n_in);
     gpu->upsample2x_forward(gpu, g_out2, g_x, B, H, W, C);
     gpu->upsample2x_backward(gpu, g_dx2, g_dy, B, H, W, C);
-    float *out_g2 = download_new(gpu, g_out2, n_out), *dx_g2 = download_new(gpu, g_dx2, n_in);
+    float *out_g2 = dev_download_new(gpu, g_out2, n_out), *dx_g2 = dev_download_new(gpu, g_dx2, n_in);
     CHECK(bitwise_equal(out_g, out_g2, n_out * 4) && bitwise_equal(dx_g, dx_g2, n_in * 4),
           "%s: two CUDA runs are bitwise equal", tag);
 
@@ -85,7 +58,7 @@ static void test_upsample(Backend *cpu, Backend *gpu, TestRng *rng, int B, int H
     gpu->upload(gpu, g_dyu + 1, dy, n_out * 4);
     gpu->upsample2x_forward(gpu, g_outu + 1, g_xu + 1, B, H, W, C);
     gpu->upsample2x_backward(gpu, g_dxu + 1, g_dyu + 1, B, H, W, C);
-    float *outu_g = download_new(gpu, g_outu + 1, n_out), *dxu_g = download_new(gpu, g_dxu + 1, n_in);
+    float *outu_g = dev_download_new(gpu, g_outu + 1, n_out), *dxu_g = dev_download_new(gpu, g_dxu + 1, n_in);
     CHECK(bitwise_equal(outu_g, out_g, n_out * 4) && bitwise_equal(dxu_g, dx_g, n_in * 4),
           "%s: unaligned pointers give the aligned result", tag);
 

@@ -29,22 +29,6 @@
 // Scratch budget for one chunk's col matrix (at least one image is always processed).
 #define CONV_COL_BUDGET_BYTES ((size_t)64 << 20)
 
-// dst [N] += Σ_m src [M, N] over rows, in double; each column summed in row order by one thread.
-static void column_sums_add(float *dst, const float *src, size_t M, int N) {
-    enum { COLS = 64 };
-    int blocks = (N + COLS - 1) / COLS;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < blocks; blk++) {
-        int j0 = blk * COLS, nj = N - j0 < COLS ? N - j0 : COLS;
-        double acc[COLS] = {0};
-        for (size_t m = 0; m < M; m++) {
-            const float *row = src + m * N + j0;  // [nj]
-            for (int j = 0; j < nj; j++) acc[j] += row[j];
-        }
-        for (int j = 0; j < nj; j++) dst[j0 + j] = (float)((double)dst[j0 + j] + acc[j]);
-    }
-}
-
 // col [nb*Ho*Wo, KH*KW*Cin] from nb images in [nb, H, W, Cin]; zero where the tap falls in the padding.
 static void im2col(const Conv2dShape *s, int Ho, int Wo, int nb, float *col, const float *in) {
     const int Cin = s->C_in, KK = s->KH * s->KW * Cin;
@@ -159,7 +143,7 @@ void cpu_conv2d_backward(Backend *be, const Conv2dShape *s, float *d_in, float *
     const int Cout = s->C_out, KK = s->KH * s->KW * s->C_in;
     const size_t rows = (size_t)s->B * Ho * Wo;
 
-    if (d_bias) column_sums_add(d_bias, d_out, rows, Cout);  // d_bias [Cout] += Σ rows of d_out
+    if (d_bias) cpu_column_sum_accumulate(d_bias, d_out, rows, Cout);  // d_bias [Cout] += Σ rows of d_out
     if (!d_in && !d_weight) return;
 
     if (is_pointwise(s)) {
@@ -209,12 +193,9 @@ void cpu_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint16_t *out, c
     // One scratch block: in_f [B, H, W, Cin] | w_f [Cout, KH, KW, Cin] | out_f [B, Ho, Wo, Cout]
     float *scratch = DF_MALLOC((n_in + n_w + n_out) * sizeof(float), "conv2d_forward_bf16 scratch");
     float *in_f = scratch, *w_f = scratch + n_in, *out_f = scratch + n_in + n_w;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_in; i++) in_f[i] = bf16_to_f32(in[i]);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_w; i++) w_f[i] = bf16_to_f32(weight[i]);
+    cpu_cast_bf16_to_f32(be, in_f, in, n_in);
+    cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
     cpu_conv2d_forward(be, s, out_f, in_f, w_f, bias);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_out; i++) out[i] = f32_to_bf16(out_f[i]);  // round to nearest even, once
+    cpu_cast_f32_to_bf16(be, out, out_f, n_out);  // round to nearest even, once
     free(scratch);
 }

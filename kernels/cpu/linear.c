@@ -15,20 +15,20 @@
 
 #include "cpu_ops.h"
 
-// dst [N] += Σ_m src [M, N] over rows, in double, one thread per block of columns (each column is
+// acc [cols] += Σ_r x [rows, cols] over rows, in double, one thread per block of columns (each column is
 // summed in row order by exactly one thread, so the result does not depend on the thread count).
-static void column_sums_add(float *dst, const float *src, int M, int N) {
+void cpu_column_sum_accumulate(float *acc, const float *x, size_t rows, int cols) {
     enum { COLS = 64 };
-    int blocks = (N + COLS - 1) / COLS;
+    int blocks = (cols + COLS - 1) / COLS;
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < blocks; blk++) {
-        int j0 = blk * COLS, nj = N - j0 < COLS ? N - j0 : COLS;
-        double acc[COLS] = {0};
-        for (int m = 0; m < M; m++) {
-            const float *row = src + (size_t)m * N + j0;  // [nj]
-            for (int j = 0; j < nj; j++) acc[j] += row[j];
+        int j0 = blk * COLS, nj = cols - j0 < COLS ? cols - j0 : COLS;
+        double sum[COLS] = {0};
+        for (size_t r = 0; r < rows; r++) {
+            const float *row = x + r * cols + j0;  // [nj]
+            for (int j = 0; j < nj; j++) sum[j] += row[j];
         }
-        for (int j = 0; j < nj; j++) dst[j0 + j] = (float)((double)dst[j0 + j] + acc[j]);
+        for (int j = 0; j < nj; j++) acc[j0 + j] = (float)((double)acc[j0 + j] + sum[j]);
     }
 }
 
@@ -65,7 +65,7 @@ void cpu_linear_backward(Backend *be, float *d_in, float *d_weight, float *d_bia
         // d_weight [N,K] += d_out[M,N]ᵀ · in [M,K]
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, d_out, N, in, K, 1.0f, d_weight, K);
     }
-    if (d_bias) column_sums_add(d_bias, d_out, M, N);
+    if (d_bias) cpu_column_sum_accumulate(d_bias, d_out, (size_t)M, N);  // d_bias [N] += Σ rows of d_out
 }
 
 void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
@@ -76,12 +76,9 @@ void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, con
     // One scratch block: in_f [M,K] | w_f [N,K] | out_f [M,N]
     float *scratch = DF_MALLOC((n_in + n_w + n_out) * sizeof(float), "linear_forward_bf16 scratch");
     float *in_f = scratch, *w_f = scratch + n_in, *out_f = scratch + n_in + n_w;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_in; i++) in_f[i] = bf16_to_f32(in[i]);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_w; i++) w_f[i] = bf16_to_f32(weight[i]);
+    cpu_cast_bf16_to_f32(be, in_f, in, n_in);
+    cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
     cpu_linear_forward(be, out_f, in_f, w_f, bias, M, K, N);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n_out; i++) out[i] = f32_to_bf16(out_f[i]);
+    cpu_cast_f32_to_bf16(be, out, out_f, n_out);  // round to nearest even, once
     free(scratch);
 }

@@ -7,7 +7,8 @@
 // group_norm_backward: with x̂ = (in − mean)·rstd and ĝ = d_out·gamma, per group (b, g) over its n
 //   elements: d_in = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))  (=);
 //   d_gamma[c] += Σ_{b,hw} d_out·x̂,  d_beta[c] += Σ_{b,hw} d_out  (+=). NULL gradients are skipped.
-// layer_norm_*: the same over the last dim of [N, C] (mean/rstd [N]; one group per row).
+// layer_norm_*: the same over the last dim of [N, C] (mean/rstd [N]; one group per row): computed by the
+//   group-norm code with HW = 1, G = 1.
 //
 // gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the thread count: every sum has
 // one fixed sequential order, and each channel's parameter gradient is reduced by a single thread.
@@ -123,75 +124,18 @@ void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_
 }
 
 // ---- layer norm -----------------------------------------------------------------------------------------
+// Layer norm over [N, C] is group norm with one group per row: B = N images of HW = 1 pixel, G = 1. The group
+// norm loops then do exactly the layer norm's arithmetic in the same order (the same results, bit for bit).
 
 void cpu_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
                             const float *gamma, const float *beta, int N, int C, float eps) {
     DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = in + (size_t)n * C;  // [C]
-        float *y = out + (size_t)n * C;       // [C]
-        double sum = 0.0;
-        for (int c = 0; c < C; c++) sum += x[c];
-        const double mu = sum / C;
-        double sq = 0.0;
-        for (int c = 0; c < C; c++) {
-            double d = x[c] - mu;
-            sq += d * d;
-        }
-        const double r = 1.0 / sqrt(sq / C + (double)eps);
-        mean[n] = (float)mu;
-        rstd[n] = (float)r;
-        for (int c = 0; c < C; c++)
-            y[c] = (float)(((double)x[c] - mu) * r * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f));
-    }
+    cpu_group_norm_forward(be, out, mean, rstd, in, gamma, beta, N, 1, C, 1, eps);  // out [N, C], mean/rstd [N]
 }
 
 void cpu_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
                              const float *in, const float *mean, const float *rstd, const float *gamma,
                              int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
-    // Parameter gradients first: they read d_out, which a caller may reuse as d_in.
-    if (d_gamma || d_beta) {
-        const int tiles = (C + NORM_CH_TILE - 1) / NORM_CH_TILE;
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < tiles; t++) {
-            const int c0 = t * NORM_CH_TILE;
-            const int nc = C - c0 < NORM_CH_TILE ? C - c0 : NORM_CH_TILE;
-            double acc_g[NORM_CH_TILE] = {0}, acc_b[NORM_CH_TILE] = {0};
-            for (int n = 0; n < N; n++) {
-                const size_t row = (size_t)n * C + c0;
-                const double m = mean[n], r = rstd[n];
-                for (int c = 0; c < nc; c++) {
-                    const double dy = d_out[row + c];
-                    acc_g[c] += dy * (((double)in[row + c] - m) * r);
-                    acc_b[c] += dy;
-                }
-            }
-            for (int c = 0; c < nc; c++) {
-                if (d_gamma) d_gamma[c0 + c] = (float)((double)d_gamma[c0 + c] + acc_g[c]);
-                if (d_beta) d_beta[c0 + c] = (float)((double)d_beta[c0 + c] + acc_b[c]);
-            }
-        }
-    }
-    if (d_in) {
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *x = in + (size_t)n * C;     // [C]
-            const float *dy = d_out + (size_t)n * C;  // [C]
-            float *dx = d_in + (size_t)n * C;         // [C]
-            const double m = mean[n], r = rstd[n];
-            double sum_g = 0.0, sum_gx = 0.0;
-            for (int c = 0; c < C; c++) {
-                const double gh = (double)dy[c] * (gamma ? gamma[c] : 1.0f);
-                sum_g += gh;
-                sum_gx += gh * (((double)x[c] - m) * r);
-            }
-            const double a = sum_g / C, bx = sum_gx / C;
-            for (int c = 0; c < C; c++) {
-                const double gh = (double)dy[c] * (gamma ? gamma[c] : 1.0f);
-                dx[c] = (float)(r * (gh - a - ((double)x[c] - m) * r * bx));
-            }
-        }
-    }
+    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, N, 1, C, 1);  // d_in [N, C]
 }

@@ -71,6 +71,7 @@ __global__ void conv_bf16_round_kernel(__nv_bfloat16 *out, const float *acc, con
 
 #define CONV_PLAN_SLOTS 128
 #define CONV_MAX_WORKSPACE ((size_t)1 << 30)  // never pick an algorithm that wants more than 1 GiB of scratch
+#define CONV_FWD_PERF_MAX (CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4)  // room for cuDNN's forward heuristics
 
 typedef struct {
     bool used;
@@ -119,16 +120,23 @@ static void conv_shape_str(const Conv2dShape *s, char *buf, size_t n) {
              s->KH, s->KW, s->stride, s->pad);
 }
 
-static void conv_choose_forward(cudnnHandle_t h, ConvPlan *p) {
+// cuDNN's heuristic ranking of the forward algorithms for this plan into perf [CONV_FWD_PERF_MAX], best first;
+// returns how many entries it filled.
+static int conv_forward_heuristics(cudnnHandle_t h, const ConvPlan *p, cudnnConvolutionFwdAlgoPerf_t *perf) {
     int max_count = 0;
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4];
-    int want = max_count < (int)(sizeof perf / sizeof perf[0]) ? max_count : (int)(sizeof perf / sizeof perf[0]);
+    const int want = max_count < CONV_FWD_PERF_MAX ? max_count : CONV_FWD_PERF_MAX;
     int got = 0;
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc, want, &got,
                                                        perf));
+    return got;
+}
+
+static void conv_choose_forward(cudnnHandle_t h, ConvPlan *p) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CONV_FWD_PERF_MAX];
+    const int got = conv_forward_heuristics(h, p, perf);
     // Heuristic order first, then the allowed algorithms in a fixed order as a fallback.
-    cudnnConvolutionFwdAlgo_t cand[CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4 + 4];
+    cudnnConvolutionFwdAlgo_t cand[CONV_FWD_PERF_MAX + 4];
     int n = 0;
     for (int i = 0; i < got; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH && fwd_algo_allowed(perf[i].algo))
@@ -170,13 +178,8 @@ static bool conv_try_forward(cudnnHandle_t h, ConvPlan *p, cudnnConvolutionFwdAl
 // algorithm that is supported, deterministic and within the workspace limit, with the math type the heuristics
 // report for it; then the implicit GEMMs in a fixed order; else the widening fallback (fwd_widen).
 static void conv_choose_forward_bf16(cudnnHandle_t h, ConvPlan *p) {
-    int max_count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4];
-    int want = max_count < (int)(sizeof perf / sizeof perf[0]) ? max_count : (int)(sizeof perf / sizeof perf[0]);
-    int got = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc, want, &got,
-                                                       perf));
+    cudnnConvolutionFwdAlgoPerf_t perf[CONV_FWD_PERF_MAX];
+    const int got = conv_forward_heuristics(h, p, perf);
     for (int i = 0; i < got; i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC) continue;
         // ALLOW_CONVERSION would permit down-converting operands; bf16 needs none, so keep to the plain modes.
@@ -190,17 +193,22 @@ static void conv_choose_forward_bf16(cudnnHandle_t h, ConvPlan *p) {
 
 // Backward algorithms are fixed rather than taken from the heuristics: BWD_DATA_ALGO_1 / BWD_FILTER_ALGO_1 are
 // the deterministic fp32 GEMM formulations (ALGO_0/ALGO_3 reduce with atomics; FFT/Winograd round differently).
-// Asking for the workspace size fails when cuDNN cannot run the algorithm for this shape.
+// Asking for the workspace size fails when cuDNN cannot run the algorithm for this shape: conv_require_backward
+// stops there (stt: the workspace query's status; pass and algo name the failing step in the message).
+static void conv_require_backward(const ConvPlan *p, cudnnStatus_t stt, size_t ws, const char *pass, const char *algo) {
+    if (stt == CUDNN_STATUS_SUCCESS && ws <= CONV_MAX_WORKSPACE) return;
+    char buf[160];
+    conv_shape_str(&p->s, buf, sizeof buf);
+    DF_FATAL("conv2d %s: cuDNN cannot run the deterministic fp32 algorithm (%s) for %s: %s"
+             "\n  hint: check the cuDNN version (9.x expected) and the shape",
+             pass, algo, buf, cudnnGetErrorString(stt));
+}
+
 static void conv_choose_backward_data(cudnnHandle_t h, ConvPlan *p) {
     size_t ws = 0;
     cudnnStatus_t stt = cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
                                                                     CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, &ws);
-    if (stt != CUDNN_STATUS_SUCCESS || ws > CONV_MAX_WORKSPACE) {
-        char buf[160];
-        conv_shape_str(&p->s, buf, sizeof buf);
-        DF_FATAL("conv2d backward-data: cuDNN cannot run the deterministic fp32 algorithm (BWD_DATA_ALGO_1) for %s: %s"
-                 "\n  hint: check the cuDNN version (9.x expected) and the shape", buf, cudnnGetErrorString(stt));
-    }
+    conv_require_backward(p, stt, ws, "backward-data", "BWD_DATA_ALGO_1");
     p->bwd_data_algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
     p->bwd_data_ws = ws;
     p->bwd_data_ready = true;
@@ -210,12 +218,7 @@ static void conv_choose_backward_filter(cudnnHandle_t h, ConvPlan *p) {
     size_t ws = 0;
     cudnnStatus_t stt = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
                                                                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, &ws);
-    if (stt != CUDNN_STATUS_SUCCESS || ws > CONV_MAX_WORKSPACE) {
-        char buf[160];
-        conv_shape_str(&p->s, buf, sizeof buf);
-        DF_FATAL("conv2d backward-filter: cuDNN cannot run the deterministic fp32 algorithm (BWD_FILTER_ALGO_1) for "
-                 "%s: %s\n  hint: check the cuDNN version (9.x expected) and the shape", buf, cudnnGetErrorString(stt));
-    }
+    conv_require_backward(p, stt, ws, "backward-filter", "BWD_FILTER_ALGO_1");
     p->bwd_filter_algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
     p->bwd_filter_ws = ws;
     p->bwd_filter_ready = true;

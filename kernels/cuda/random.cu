@@ -6,10 +6,10 @@
 //   rounding to float).
 //
 // One thread per Philox counter block q: it draws the 4 outputs once and writes the (up to 4) elements
-// k = 4q .. 4q+3 that fall in [offset, offset + n). The Box–Muller step below is philox_gaussian's,
-// written out for all four lanes, so each value is the one philox_gaussian(seed, stream, k) returns on the
-// device. The device's double log/sqrt/sin/cos are within an ulp of the host's, so after the rounding to
-// float most values are bit-identical to the CPU's and the rest differ by an ulp.
+// k = 4q .. 4q+3 that fall in [offset, offset + n). The Box–Muller step is philox_box_muller, the one
+// philox_gaussian uses, applied to both pairs, so each value is the one philox_gaussian(seed, stream, k)
+// returns on the device. The device's double log/sqrt/sin/cos are within an ulp of the host's, so after
+// the rounding to float most values are bit-identical to the CPU's and the rest differ by an ulp.
 #include <math.h>
 #include <stdint.h>
 
@@ -20,16 +20,6 @@
 
 // ---- kernels -------------------------------------------------------------------------------------------
 
-// The two lanes of one Box–Muller pair (a, b), exactly as in philox_gaussian.
-static __device__ __forceinline__ void box_muller(uint32_t a, uint32_t b, float *even, float *odd) {
-    const double u1 = ((double)a + 1.0) * (1.0 / 4294967296.0);  // (0, 1]
-    const double u2 = (double)b * (1.0 / 4294967296.0);          // [0, 1)
-    const double radius = sqrt(-2.0 * log(u1));
-    const double angle = 6.283185307179586476925286766559 * u2;
-    *even = (float)(radius * cos(angle));
-    *odd = (float)(radius * sin(angle));
-}
-
 // Counter blocks q = q0 + t for t < blocks; out points at element `offset` (k = offset ↔ out[0]).
 // vec: offset % 4 == 0 and out is 16-byte aligned, so a full block q is one aligned float4 of out.
 static __global__ void gaussian_fill_kernel(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset,
@@ -37,15 +27,10 @@ static __global__ void gaussian_fill_kernel(float *out, size_t n, uint64_t seed,
     const uint64_t grid_stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t t = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; t < blocks; t += grid_stride) {
         const uint64_t q = q0 + t;
-        Philox4x32 ctr;
-        ctr.v[0] = (uint32_t)q;
-        ctr.v[1] = (uint32_t)(q >> 32);
-        ctr.v[2] = (uint32_t)stream;
-        ctr.v[3] = (uint32_t)(stream >> 32);
-        const Philox4x32 r = philox4x32_10(ctr, (uint32_t)seed, (uint32_t)(seed >> 32));
+        const Philox4x32 r = philox_block(seed, stream, q);
         float lane[4];
-        box_muller(r.v[0], r.v[1], &lane[0], &lane[1]);
-        box_muller(r.v[2], r.v[3], &lane[2], &lane[3]);
+        philox_box_muller(r.v[0], r.v[1], &lane[0], &lane[1]);
+        philox_box_muller(r.v[2], r.v[3], &lane[2], &lane[3]);
         const uint64_t k0 = q * 4;  // first element of this counter block
         if (vec && k0 >= offset && k0 + 4 <= offset + n) {
             reinterpret_cast<float4 *>(out + (k0 - offset))[0] = make_float4(lane[0], lane[1], lane[2], lane[3]);
