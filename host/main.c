@@ -14,6 +14,7 @@ typedef struct {
 static const Verb verbs[] = {
     {"inspect", cmd_inspect, "list the tensors and metadata of a safetensors file"},
     {"bench", cmd_bench, "time ops on a device (diffurl bench ops --help)"},
+    {"sample", cmd_sample, "sample DDIM trajectories with per-step log-probabilities"},
     {"unet", cmd_unet, "run one UNet forward (and backward) on tensors from a safetensors file"},
 };
 

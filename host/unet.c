@@ -405,6 +405,7 @@ void unet_free(UNet *m) {
 }
 
 const UNetConfig *unet_config(const UNet *m) { return &m->cfg; }
+Backend *unet_backend(const UNet *m) { return m->be; }
 int unet_param_count(const UNet *m) { return m->nparams; }
 const UNetParam *unet_param(const UNet *m, int i) { return &m->table[i]; }
 size_t unet_num_params(const UNet *m) {

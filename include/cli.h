@@ -36,5 +36,6 @@ void print_options(const OptionTable *table);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_unet(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 
 #endif  // DIFFURL_CLI_H

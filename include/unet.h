@@ -70,6 +70,7 @@ UNet *unet_load(const char *dir, Backend *be);
 int unet_load_weights(UNet *m, const char *safetensors_path);
 
 const UNetConfig *unet_config(const UNet *m);
+Backend *unet_backend(const UNet *m);
 int unet_param_count(const UNet *m);
 const UNetParam *unet_param(const UNet *m, int i);
 const UNetParam *unet_find_param(const UNet *m, const char *name);
