@@ -57,7 +57,6 @@ static int run_steps(const SamplerConfig *cfg, const SamplerConditioning *cond, 
         float *t_host = DF_MALLOC((size_t)rows * sizeof(float), "timesteps");
 
         float *x = be->alloc(be, (size_t)rows * n * sizeof(float));      // [rows, n]: state (twice with CFG)
-        float *x_prev = be->alloc(be, (size_t)bc * n * sizeof(float));   // [bc, n]
         float *model_out = be->alloc(be, (size_t)rows * n * sizeof(float));
         float *eps = cfg_on ? be->alloc(be, (size_t)bc * n * sizeof(float)) : model_out;  // guided ε̂ [bc, n]
         float *z = be->alloc(be, (size_t)bc * n * sizeof(float));
@@ -102,20 +101,19 @@ static int run_steps(const SamplerConfig *cfg, const SamplerConditioning *cond, 
             for (int b = 1; b < bc; b++) memcpy(coef + (size_t)b * DDIM_COEFS, coef, DDIM_COEFS * sizeof(float));
             be->upload(be, coef_dev, coef, (size_t)bc * DDIM_COEFS * sizeof(float));
             bool has_logp = coef[DDIM_SIGMA] > 0.0f;
-            be->ddim_step(be, x_prev, has_logp ? lp_dev : NULL, x, eps, z, coef_dev, bc, n, false);
-            // record: the stored fp32 state is exactly the one the log-prob was computed from
-            be->download(be, host, x_prev, (size_t)bc * n * sizeof(float));
+            // in place: x becomes x_{t-1}; the stored fp32 state is exactly the one the log-prob was computed from
+            be->ddim_step(be, x, has_logp ? lp_dev : NULL, x, eps, z, coef_dev, bc, n, false);
+            be->download(be, host, x, (size_t)bc * n * sizeof(float));
             if (has_logp) be->download(be, lp_host, lp_dev, (size_t)bc * sizeof(float));
             for (int b = 0; b < bc; b++) {
                 memcpy(run->states_out[first + b] + (size_t)(i - from) * n, host + (size_t)b * n, n * sizeof(float));
                 run->log_probs_out[first + b][i - from] = has_logp ? lp_host[b] : NAN;
             }
-            be->copy(be, x, x_prev, (size_t)bc * n * sizeof(float));
             if (cfg->verbose)
                 printf("  sample: samples %d-%d, step %d/%d (t=%d), %.1f s\n", first, first + bc - 1, i + 1, N, t,
                        df_time_seconds() - t_start);
         }
-        float *bufs[] = {x, x_prev, model_out, z, ctx, t_dev, coef_dev, lp_dev};
+        float *bufs[] = {x, model_out, z, ctx, t_dev, coef_dev, lp_dev};
         for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->free(be, bufs[k]);
         if (cfg_on) be->free(be, eps);
         free(host), free(coef), free(lp_host), free(t_host);

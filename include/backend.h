@@ -171,7 +171,8 @@ typedef void LinearForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in,
 //   μ  = sqrt_alpha_prev·x̂0 + dir·ε̂,   dir = √(1 − ᾱ_prev − σ²)
 //   x_prev = μ + σ·noise   (rescore: x_prev is an input, not written)
 //   log_prob[b] = mean_i [ −(x_prev − μ)² / (2σ²) − log σ − log √(2π) ]   (fp64 accumulation, fixed order)
-// m is the model output (ε̂ or v), x_t/m/noise/x_prev are [B, n]. noise may be NULL (σ·z omitted);
+// m is the model output (ε̂ or v), x_t/m/noise/x_prev are [B, n]; x_prev may alias x_t (an in-place step).
+// noise may be NULL (σ·z omitted);
 // log_prob may be NULL (σ = 0: deterministic DDIM has no log-probability).
 #define DDIM_COEFS 9
 enum { DDIM_CX, DDIM_CM, DDIM_CD, DDIM_EX, DDIM_EM, DDIM_SQRT_ALPHA_PREV, DDIM_DIR, DDIM_SIGMA, DDIM_CLIP };
