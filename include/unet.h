@@ -69,6 +69,12 @@ UNet *unet_load(const char *dir, Backend *be);
 // Loads parameters from an open safetensors file into m (F32/F16/BF16 accepted).
 int unet_load_weights(UNet *m, const char *safetensors_path);
 
+// Writes cfg as a diffusers config.json (what unet_config_load and diffusers' from_pretrained read).
+int unet_config_write(const UNetConfig *cfg, const char *path);
+// Saves the model as a diffusers UNet folder: dir/config.json and dir/diffusion_pytorch_model.safetensors
+// (F32, diffusers layouts). dir is created if missing.
+int unet_save(UNet *m, const char *dir);
+
 const UNetConfig *unet_config(const UNet *m);
 Backend *unet_backend(const UNet *m);
 int unet_param_count(const UNet *m);
