@@ -37,5 +37,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_unet(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif  // DIFFURL_CLI_H
