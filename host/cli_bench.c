@@ -1,19 +1,31 @@
-// cli_bench.c — `diffurl bench ops`: times every op's forward and backward at UNet-like shapes on one
-// device and reports achieved GFLOP/s (compute-bound ops) or GB/s (memory-bound ops) against ceilings
-// measured in the same run: device copy bandwidth (bytes read + written) and the dense GEMM rate
-// (bf16 on CUDA, fp32 on CPU).
+// cli_bench.c — `diffurl bench ops` and `diffurl bench unet`.
 //
+// ops: times every op's forward and backward at UNet-like shapes on one device and reports achieved
+// GFLOP/s (compute-bound ops) or GB/s (memory-bound ops) against ceilings measured in the same run: device
+// copy bandwidth (bytes read + written) and the dense GEMM rate (bf16 on CUDA, fp32 on CPU).
 // Bytes are the fewest an op must move (each input read once, each output written once), so the
 // percentage is an honest efficiency, not a count of what the kernel happens to do.
+//
+// unet: builds a UNet2DConditionModel from a diffusers config.json with random weights and times one
+// forward and one forward+backward (parameter gradients included) per batch; reports per-sample times,
+// FLOPs counted from the config (matrix ops only: conv, linear, attention), achieved TFLOP/s and the memory
+// plan (parameters, gradients, activation arena: exact) next to what the process measurably used.
+// bench/compare_torch.py runs the same model in diffusers/PyTorch and prints the ratio.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <cjson/cJSON.h>
+#ifdef DIFFURL_HAVE_CUDA
+#include <cuda_runtime_api.h>  // cudaMemGetInfo only (plain C API)
+#endif
 
 #include "backend.h"
 #include "cli.h"
+#include "unet.h"
 
 // ---- timing --------------------------------------------------------------------------------------------
 
@@ -466,7 +478,676 @@ static void write_json(const Bench *b, const char *path, const char *preset) {
     printf("wrote %s\n", path);
 }
 
+// ==== bench unet ========================================================================================
+
+// ---- FLOPs -----------------------------------------------------------------------------------------------
+//
+// The counting backend adds up the matrix ops' FLOPs (conv, linear, attention; elementwise and norm ops are
+// not counted) and skips the FLOPs of any gradient whose pointer is NULL. unet_forward_flops gives the
+// forward. For the backward the model is run on the counting backend with real-looking addresses: every
+// allocation is an inaccessible (PROT_NONE) reservation of the requested size that no op touches, so that
+// each gradient the timed run computes is counted, and only those (d_sample and d_ctx are not requested,
+// exactly as in the timed run).
+
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} Reservation;
+static Reservation reservations[64];
+
+static void *reserve_alloc(Backend *be, size_t bytes) {
+    size_t n = bytes ? bytes : 1;
+    void *p = mmap(NULL, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) DF_FATAL("bench unet: reserving %zu bytes of address space to count FLOPs failed", n);
+    for (int i = 0; i < 64; i++)
+        if (!reservations[i].ptr) {
+            reservations[i] = (Reservation){p, n};
+            return p;
+        }
+    DF_FATAL("bench unet: more than 64 allocations while counting FLOPs (raise the reservation table)");
+}
+
+static void reserve_free(Backend *be, void *ptr) {
+    if (!ptr) return;
+    for (int i = 0; i < 64; i++)
+        if (reservations[i].ptr == ptr) {
+            munmap(ptr, reservations[i].bytes);
+            reservations[i] = (Reservation){NULL, 0};
+            return;
+        }
+    DF_FATAL("bench unet: freeing %p, which the FLOP counter never handed out", ptr);
+}
+
+// FLOPs of one forward and of one backward (parameter gradients, no input gradients) for the whole batch;
+// also the activation arena unet_prepare sizes for this shape.
+static void count_unet_flops(const UNetConfig *cfg, int B, int H, int W, int L, double *fwd, double *bwd,
+                             size_t *arena_bytes, size_t *nparams) {
+    Backend *be = backend_counting_create();
+    be->alloc = reserve_alloc;
+    be->free = reserve_free;
+    UNet *m = unet_create(cfg, be);
+    *nparams = unet_num_params(m);
+    size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
+    float *sample = be->alloc(be, n_in * sizeof(float));                                 // [B, H, W, Cin]
+    float *t = be->alloc(be, (size_t)B * sizeof(float));                                 // [B]
+    float *ctx = be->alloc(be, (size_t)B * L * cfg->cross_attention_dim * sizeof(float));  // [B, L, D]
+    float *out = be->alloc(be, n_out * sizeof(float));                                   // [B, H, W, Cout]
+    float *d_out = be->alloc(be, n_out * sizeof(float));                                 // [B, H, W, Cout]
+    *arena_bytes = unet_prepare(m, B, H, W, L);  // its dry run uses a counter of its own
+    unet_forward(m, out, sample, t, ctx, B, H, W, L);
+    *fwd = backend_counting_flops(be);
+    backend_counting_reset(be);
+    unet_backward(m, NULL, NULL, d_out);
+    *bwd = backend_counting_flops(be);
+    float *bufs[5] = {sample, t, ctx, out, d_out};
+    for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
+    unet_free(m);
+    backend_destroy(be);
+}
+
+// ---- random weights --------------------------------------------------------------------------------------
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+// Every parameter random and non-zero (zeros and zero-initialised layers can run faster than real weights;
+// diffusers zero-initialises conv_out and proj_out): matrix weights N(0, 1/fan_in) keep activations O(1),
+// norm gammas 1 + 0.1·N(0,1), biases 0.1·N(0,1). Drawn on the device (Philox, one stream per parameter).
+static void init_random_params(UNet *m, Backend *be, uint64_t seed) {
+    float *params = unet_params(m);
+    int count = unet_param_count(m);
+    size_t max_gamma = 0;
+    for (int i = 0; i < count; i++) {
+        const UNetParam *p = unet_param(m, i);
+        if (p->ndim == 1 && ends_with(p->name, ".weight") && p->numel > max_gamma) max_gamma = p->numel;
+    }
+    float *ones = NULL;  // [max_gamma] of 1.0: adds the 1 of the gammas on the device
+    if (max_gamma) {
+        float *host = DF_MALLOC(max_gamma * sizeof(float), "ones");
+        for (size_t i = 0; i < max_gamma; i++) host[i] = 1.0f;
+        ones = be->alloc(be, max_gamma * sizeof(float));
+        be->upload(be, ones, host, max_gamma * sizeof(float));
+        free(host);
+    }
+    for (int i = 0; i < count; i++) {
+        const UNetParam *p = unet_param(m, i);
+        float *d = params + p->offset;  // [numel]
+        be->gaussian_fill(be, d, p->numel, seed, (uint64_t)i, 0);
+        float scale = 0.1f;
+        if (p->ndim >= 2) scale = (float)(1.0 / sqrt((double)p->numel / (double)p->shape[0]));  // 1/sqrt(fan_in)
+        be->axpby(be, d, scale, d, 0.0f, NULL, p->numel);
+        if (p->ndim == 1 && ends_with(p->name, ".weight")) be->add_broadcast_forward(be, d, d, ones, 1, 1, (int)p->numel);
+    }
+    be->synchronize(be);
+    if (ones) be->free(be, ones);
+}
+
+// ---- memory ----------------------------------------------------------------------------------------------
+
+static const char *fmt_bytes(char *buf, size_t size, double bytes) {
+    if (bytes >= 1024.0 * 1024.0 * 1024.0) snprintf(buf, size, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+    else snprintf(buf, size, "%.1f MiB", bytes / (1024.0 * 1024.0));
+    return buf;
+}
+
+// Device memory in use on the backend's current device (whole device: the CUDA context, library workspaces
+// and other processes included). false where it cannot be measured (CPU, or a build without CUDA).
+static bool device_memory_in_use(Backend *be, size_t *used, size_t *total) {
+#ifdef DIFFURL_HAVE_CUDA
+    if (be->kind == DEV_CUDA) {
+        size_t free_b = 0, total_b = 0;
+        be->synchronize(be);
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+            cudaGetLastError();  // clear it: this is only a report
+            return false;
+        }
+        *used = total_b - free_b;
+        *total = total_b;
+        return true;
+    }
+#endif
+    (void)be, (void)used, (void)total;
+    return false;
+}
+
+// Peak resident set of this process image: VmHWM, which starts afresh at exec. (getrusage's ru_maxrss
+// does not: under a parent that forked from a large process, e.g. Python with torch loaded, it reports the
+// parent's size.) Falls back to ru_maxrss where /proc is missing.
+static double peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+        fclose(f);
+        if (kb >= 0) return (double)kb * 1024.0;
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0.0;
+    return (double)ru.ru_maxrss * 1024.0;  // Linux reports kilobytes
+}
+
+// ---- per-op profile (--profile) ------------------------------------------------------------------------
+//
+// A copy of the real backend whose compute ops are wrapped: while profiling is on, each call is bracketed by
+// synchronize() and timed, and the time is added to the op's row (convolutions split by kernel, attention by
+// self/cross). On CUDA the synchronisation per op exposes launch gaps that a normal run overlaps, so the rows
+// add up to more than an unprofiled step; on CPU ops are synchronous anyway. Off, a wrapper costs a branch.
+
+typedef struct {
+    char name[40];
+    double seconds;
+    long calls;
+} ProfRow;
+
+static Backend *prof_inner;  // the real backend (single-threaded CLI: one profile at a time)
+static bool prof_on;
+static ProfRow prof_rows[64];
+static int prof_nrows;
+
+static double prof_begin(void) {
+    if (!prof_on) return 0.0;
+    prof_inner->synchronize(prof_inner);
+    return df_time_seconds();
+}
+
+static void prof_end(const char *name, double t0) {
+    if (!prof_on) return;
+    prof_inner->synchronize(prof_inner);
+    double dt = df_time_seconds() - t0;
+    int i = 0;
+    while (i < prof_nrows && strcmp(prof_rows[i].name, name) != 0) i++;
+    if (i == prof_nrows) {
+        if (prof_nrows == 64) return;  // more distinct rows than the table holds: drop the rest
+        snprintf(prof_rows[prof_nrows++].name, sizeof prof_rows[0].name, "%s", name);
+    }
+    prof_rows[i].seconds += dt;
+    prof_rows[i].calls++;
+}
+
+static const char *conv_kind(const Conv2dShape *s, bool fwd) {
+    if (s->KH == 1 && s->KW == 1) return fwd ? "conv2d.fwd 1x1" : "conv2d.bwd 1x1";
+    if (s->stride == 2) return fwd ? "conv2d.fwd 3x3 stride 2" : "conv2d.bwd 3x3 stride 2";
+    return fwd ? "conv2d.fwd 3x3" : "conv2d.bwd 3x3";
+}
+
+#define PROF_CALL(name, call)        \
+    do {                             \
+        double t0_ = prof_begin();   \
+        prof_inner->call;            \
+        prof_end((name), t0_);       \
+    } while (0)
+
+static void pw_conv_f(Backend *be, const Conv2dShape *s, float *out, const float *in, const float *w, const float *b) {
+    PROF_CALL(conv_kind(s, true), conv2d_forward(prof_inner, s, out, in, w, b));
+}
+static void pw_conv_b(Backend *be, const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
+                      const float *in, const float *w) {
+    PROF_CALL(conv_kind(s, false), conv2d_backward(prof_inner, s, d_in, d_w, d_b, d_out, in, w));
+}
+static void pw_lin_f(Backend *be, float *out, const float *in, const float *w, const float *b, int M, int K, int N) {
+    PROF_CALL("linear.fwd", linear_forward(prof_inner, out, in, w, b, M, K, N));
+}
+static void pw_lin_b(Backend *be, float *d_in, float *d_w, float *d_b, const float *d_out, const float *in,
+                     const float *w, int M, int K, int N) {
+    PROF_CALL("linear.bwd", linear_backward(prof_inner, d_in, d_w, d_b, d_out, in, w, M, K, N));
+}
+static void pw_gn_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int B,
+                    int HW, int C, int G, float eps) {
+    PROF_CALL("group_norm.fwd", group_norm_forward(prof_inner, o, m, r, i, g, b, B, HW, C, G, eps));
+}
+static void pw_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
+                    const float *r, const float *g, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm.bwd", group_norm_backward(prof_inner, di, dg, db, dout, i, m, r, g, B, HW, C, G));
+}
+static void pw_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int N,
+                    int C, float eps) {
+    PROF_CALL("layer_norm.fwd", layer_norm_forward(prof_inner, o, m, r, i, g, b, N, C, eps));
+}
+static void pw_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
+                    const float *r, const float *g, int N, int C) {
+    PROF_CALL("layer_norm.bwd", layer_norm_backward(prof_inner, di, dg, db, dout, i, m, r, g, N, C));
+}
+static void pw_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {
+    PROF_CALL(a == ACT_SILU ? "silu.fwd" : "gelu.fwd", activation_forward(prof_inner, a, o, i, n));
+}
+static void pw_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {
+    PROF_CALL(a == ACT_SILU ? "silu.bwd" : "gelu.bwd", activation_backward(prof_inner, a, di, dout, i, n));
+}
+static void pw_geglu_f(Backend *be, float *o, const float *i, int N, int F) {
+    PROF_CALL("geglu.fwd", geglu_forward(prof_inner, o, i, N, F));
+}
+static void pw_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {
+    PROF_CALL("geglu.bwd", geglu_backward(prof_inner, di, dout, i, N, F));
+}
+static void pw_attn_f(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q, const float *k,
+                      const float *v, float scale) {
+    PROF_CALL(s->Lk == s->Lq ? "attention.fwd self" : "attention.fwd cross",
+              attention_forward(prof_inner, s, out, lse, q, k, v, scale));
+}
+static void pw_attn_b(Backend *be, const AttentionShape *s, float *dq, float *dk, float *dv, const float *dout,
+                      const float *q, const float *k, const float *v, const float *out, const float *lse, float scale) {
+    PROF_CALL(s->Lk == s->Lq ? "attention.bwd self" : "attention.bwd cross",
+              attention_backward(prof_inner, s, dq, dk, dv, dout, q, k, v, out, lse, scale));
+}
+static void pw_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {
+    PROF_CALL("upsample2x.fwd", upsample2x_forward(prof_inner, o, i, B, H, W, C));
+}
+static void pw_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {
+    PROF_CALL("upsample2x.bwd", upsample2x_backward(prof_inner, di, dout, B, H, W, C));
+}
+static void pw_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {
+    PROF_CALL("timestep_embedding.fwd", timestep_embedding_forward(prof_inner, o, t, B, dim, flip, shift, mp));
+}
+static void pw_temb_b(Backend *be, float *dt, const float *dout, const float *t, int B, int dim, bool flip,
+                      float shift, float mp) {
+    PROF_CALL("timestep_embedding.bwd", timestep_embedding_backward(prof_inner, dt, dout, t, B, dim, flip, shift, mp));
+}
+static void pw_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {
+    PROF_CALL("axpby (residual adds)", axpby(prof_inner, o, alpha, a, beta, b, n));
+}
+static void pw_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {
+    PROF_CALL("add_broadcast.fwd", add_broadcast_forward(prof_inner, o, i, v, B, R, C));
+}
+static void pw_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {
+    PROF_CALL("add_broadcast.bwd", add_broadcast_backward(prof_inner, dv, dout, B, R, C));
+}
+static void pw_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {
+    PROF_CALL("concat.fwd", concat_forward(prof_inner, o, a, b, N, Ca, Cb));
+}
+static void pw_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {
+    PROF_CALL("concat.bwd", concat_backward(prof_inner, da, db, dout, N, Ca, Cb));
+}
+static void pw_copy(Backend *be, void *dst, const void *src, size_t bytes) {
+    PROF_CALL("copy", copy(prof_inner, dst, src, bytes));
+}
+static void pw_zero(Backend *be, void *dst, size_t bytes) { PROF_CALL("zero", zero(prof_inner, dst, bytes)); }
+
+// The profiling backend over `inner` (which stays the owner of the device state: destroy `inner`, free this).
+static Backend *profiling_backend(Backend *inner) {
+    prof_inner = inner;
+    Backend *be = DF_MALLOC(sizeof(Backend), "profiling backend");
+    *be = *inner;  // memory functions and the ops not wrapped go straight to the real backend
+    snprintf(be->name, sizeof be->name, "%s", inner->name);
+    be->conv2d_forward = pw_conv_f;
+    be->conv2d_backward = pw_conv_b;
+    be->linear_forward = pw_lin_f;
+    be->linear_backward = pw_lin_b;
+    be->group_norm_forward = pw_gn_f;
+    be->group_norm_backward = pw_gn_b;
+    be->layer_norm_forward = pw_ln_f;
+    be->layer_norm_backward = pw_ln_b;
+    be->activation_forward = pw_act_f;
+    be->activation_backward = pw_act_b;
+    be->geglu_forward = pw_geglu_f;
+    be->geglu_backward = pw_geglu_b;
+    be->attention_forward = pw_attn_f;
+    be->attention_backward = pw_attn_b;
+    be->upsample2x_forward = pw_up_f;
+    be->upsample2x_backward = pw_up_b;
+    be->timestep_embedding_forward = pw_temb_f;
+    be->timestep_embedding_backward = pw_temb_b;
+    be->axpby = pw_axpby;
+    be->add_broadcast_forward = pw_bcast_f;
+    be->add_broadcast_backward = pw_bcast_b;
+    be->concat_forward = pw_cat_f;
+    be->concat_backward = pw_cat_b;
+    be->copy = pw_copy;
+    be->zero = pw_zero;
+    return be;
+}
+
+static int cmp_rows(const void *a, const void *b) {
+    double x = ((const ProfRow *)a)->seconds, y = ((const ProfRow *)b)->seconds;
+    return (x < y) - (x > y);  // descending
+}
+
+// Prints the rows per step (averaged over `steps`) against the profiled steps' wall time.
+static void print_profile(int steps, double wall_seconds, bool forward_only, cJSON *json_out) {
+    qsort(prof_rows, (size_t)prof_nrows, sizeof prof_rows[0], cmp_rows);
+    double total = 0.0;
+    for (int i = 0; i < prof_nrows; i++) total += prof_rows[i].seconds;
+    printf("\nprofile: %d %s steps, each op synchronised and timed (ms per step; %% of the ops' total)\n", steps,
+           forward_only ? "forward" : "forward+backward");
+    printf("  %-26s %10s %8s %7s %7s\n", "op", "ms/step", "calls", "%", "cum %");
+    double cum = 0.0;
+    for (int i = 0; i < prof_nrows; i++) {
+        const ProfRow *r = &prof_rows[i];
+        cum += r->seconds;
+        printf("  %-26s %10.2f %8ld %6.1f%% %6.1f%%\n", r->name, r->seconds * 1e3 / steps, r->calls / steps,
+               100.0 * r->seconds / total, 100.0 * cum / total);
+        if (json_out) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "op", r->name);
+            cJSON_AddNumberToObject(o, "ms_per_step", r->seconds * 1e3 / steps);
+            cJSON_AddNumberToObject(o, "calls_per_step", (double)r->calls / steps);
+            cJSON_AddItemToArray(json_out, o);
+        }
+    }
+    printf("  %-26s %10.2f   (wall time of a profiled step %.2f ms: the rest is host code between ops)\n",
+           "sum of ops", total * 1e3 / steps, wall_seconds * 1e3 / steps);
+}
+
+// ---- timing ----------------------------------------------------------------------------------------------
+
+typedef struct {
+    double median, min, max;
+} Stats;
+
+static Stats stats_of(const double *v, int n) {
+    double *s = DF_MALLOC((size_t)n * sizeof(double), "timing samples");
+    memcpy(s, v, (size_t)n * sizeof(double));
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    Stats st = {n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]), s[0], s[n - 1]};
+    free(s);
+    return st;
+}
+
+static cJSON *json_samples_ms(const double *v, int n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(v[i] * 1e3));
+    return arr;
+}
+
+static void print_timing(const char *what, Stats st, int B, int iters, double flops_per_sample) {
+    printf("  %-17s %9.2f ms/sample  (%.2f ms per batch of %d; median of %d, min %.2f, max %.2f)  %.3f TFLOP/s\n",
+           what, st.median * 1e3 / B, st.median * 1e3, B, iters, st.min * 1e3, st.max * 1e3,
+           flops_per_sample * B / st.median * 1e-12);
+}
+
+static void print_flops(double ff, double fb) {
+    printf("FLOPs per sample (matrix ops counted from the config: conv, linear, attention QK^T and PV; "
+           "multiply-add = 2):\n  forward %.4g GFLOP, backward %.4g GFLOP (%.2fx forward: weight and input "
+           "gradients; attention backward recomputes QK^T), forward+backward %.4g GFLOP\n",
+           ff * 1e-9, fb * 1e-9, fb / ff, (ff + fb) * 1e-9);
+}
+
+// Returns the total.
+static double print_memory_plan(size_t nparams, size_t arena_bytes, size_t io_bytes) {
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    double pbytes = (double)nparams * sizeof(float);
+    double planned = 2.0 * pbytes + (double)arena_bytes + (double)io_bytes;
+    printf("memory (exact sizes of diffurl's allocations, fp32):\n"
+           "  parameters %s, gradients %s, activation arena %s (unet_prepare: forward saves + backward "
+           "temporaries at this shape),\n  inputs/outputs %s; total %s\n",
+           fmt_bytes(b1, sizeof b1, pbytes), fmt_bytes(b2, sizeof b2, pbytes),
+           fmt_bytes(b3, sizeof b3, (double)arena_bytes), fmt_bytes(b4, sizeof b4, (double)io_bytes),
+           fmt_bytes(b5, sizeof b5, planned));
+    return planned;
+}
+
+static int bench_unet(int argc, char **argv) {
+    const char *config_path = NULL, *device = "cpu", *json = NULL;
+    int batch = 2, res = 0, context = 77, iters = 5, warmup = 1, threads = 0, seed = 1;
+    bool forward_only = false, plan_only = false, profile = false;
+    Option options[] = {
+        {"config", OPT_STRING, &config_path, "diffusers UNet config.json (e.g. bench/configs/sd15.json)"},
+        {"batch", OPT_INT, &batch, "batch size B"},
+        {"res", OPT_INT, &res, "sample height = width, in latent pixels (0: the config's sample_size)"},
+        {"context", OPT_INT, &context, "context length L (encoder_hidden_states tokens)"},
+        {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
+        {"threads", OPT_INT, &threads, "CPU threads (0: OMP_NUM_THREADS, else all cores)"},
+        {"iters", OPT_INT, &iters, "timed iterations of each measurement (median reported)"},
+        {"warmup", OPT_INT, &warmup, "untimed forward+backward iterations before timing"},
+        {"forward-only", OPT_FLAG, &forward_only, "skip the forward+backward measurement"},
+        {"plan", OPT_FLAG, &plan_only, "only count FLOPs and size the memory: allocate and time nothing"},
+        {"profile", OPT_FLAG, &profile, "then time each op over --iters more forward+backward steps"},
+        {"seed", OPT_INT, &seed, "seed of the random weights and inputs"},
+        {"json", OPT_STRING, &json, "also write the results to this JSON file"},
+    };
+    OptionTable table = {"bench unet",
+                         "Times a UNet2DConditionModel (random weights, built from a diffusers config.json) forward "
+                         "and forward+backward\n(parameter gradients) on one device; reports per-sample times, "
+                         "FLOPs counted from the config,\nachieved TFLOP/s and memory.",
+                         "", options, (int)(sizeof options / sizeof options[0])};
+    int npos = parse_options(&table, argc, argv, NULL, 0);
+    if (npos == -2) return 0;
+    if (npos < 0) return 2;
+    if (!config_path) {
+        fprintf(stderr, "diffurl bench unet: --config is required (a diffusers UNet config.json, e.g. "
+                        "bench/configs/small.json)\n");
+        return 2;
+    }
+    if (batch < 1 || context < 1 || res < 0 || iters < 1 || iters > 10000 || warmup < 0 || threads < 0) {
+        fprintf(stderr, "diffurl bench unet: need --batch >= 1, --context >= 1, --res >= 0, 1 <= --iters <= 10000, "
+                        "--warmup >= 0, --threads >= 0\n");
+        return 2;
+    }
+    UNetConfig cfg;
+    if (unet_config_load(&cfg, config_path) < 0) {
+        fprintf(stderr, "diffurl bench unet: %s\n", df_error_message());
+        return 1;
+    }
+    if (res == 0) res = cfg.sample_size;
+    int factor = 1 << (cfg.levels - 1);
+    if (res <= 0 || res % factor != 0) {
+        fprintf(stderr, "diffurl bench unet: resolution %d is not usable with %s: it must be a positive multiple of "
+                        "%d (2^(levels-1))%s\n", res, config_path, factor,
+                res <= 0 ? "; the config has no sample_size, pass --res" : "");
+        return 2;
+    }
+    const int B = batch, H = res, W = res, L = context;
+    print_options(&table);
+    unet_config_print(&cfg, stdout);
+    printf("shape: sample [%d, %d, %d, %d] (NCHW), context [%d, %d, %d]\n", B, cfg.in_channels, H, W, B, L,
+           cfg.cross_attention_dim);
+    fflush(stdout);
+
+    // FLOPs and the memory plan, counted (no device work, nothing allocated)
+    double fwd_flops, bwd_flops;
+    size_t arena_bytes, nparams;
+    count_unet_flops(&cfg, B, H, W, L, &fwd_flops, &bwd_flops, &arena_bytes, &nparams);
+    size_t n_in = (size_t)B * H * W * cfg.in_channels, n_out = (size_t)B * H * W * cfg.out_channels;
+    size_t n_ctx = (size_t)B * L * cfg.cross_attention_dim;
+    size_t io_bytes = (n_in + (size_t)B + n_ctx + 2 * n_out) * sizeof(float);
+    double ff = fwd_flops / B, fb = bwd_flops / B;
+    if (plan_only) {
+        printf("parameters: %zu (%.2fM)\n", nparams, nparams * 1e-6);
+        print_flops(ff, fb);
+        print_memory_plan(nparams, arena_bytes, io_bytes);
+        if (json) printf("(--json is not written with --plan: there are no timings)\n");
+        return 0;
+    }
+
+    Backend *real_be = strcmp(device, "cpu") == 0 ? backend_cpu_create(threads) : backend_create_by_name(device);
+    Backend *be = profile ? profiling_backend(real_be) : real_be;  // the model runs on `be`
+    printf("device: %s\n", be->name);
+    size_t dev_base = 0, dev_total = 0, dev_after = 0;
+    bool have_dev_mem = device_memory_in_use(be, &dev_base, &dev_total);
+
+    // the model
+    UNet *m = unet_create(&cfg, be);
+    double api_fwd_flops = unet_forward_flops(m, B, H, W, L);
+    if (fabs(api_fwd_flops - fwd_flops) > 1e-9 * fwd_flops)
+        printf("warning: forward FLOPs disagree: unet_forward_flops %.6g, counted run %.6g\n", api_fwd_flops,
+               fwd_flops);
+    DF_CHECK(unet_num_params(m) == nparams, "the counted model and the real one differ in size");
+    printf("parameters: %zu (%.2fM) in %d tensors\n", nparams, nparams * 1e-6, unet_param_count(m));
+    printf("initialising random weights and inputs...\n");
+    fflush(stdout);
+    init_random_params(m, be, (uint64_t)seed);
+    unet_grads(m);  // allocated now, so that the memory report sees it
+    size_t real_arena = unet_prepare(m, B, H, W, L);
+    DF_CHECK(real_arena == arena_bytes, "the counted activation arena and the real one differ");
+
+    float *sample = be->alloc(be, n_in * sizeof(float));    // [B, H, W, Cin]
+    float *tsteps = be->alloc(be, (size_t)B * sizeof(float));  // [B]
+    float *ctx = be->alloc(be, n_ctx * sizeof(float));      // [B, L, D]
+    float *out = be->alloc(be, n_out * sizeof(float));      // [B, H, W, Cout]
+    float *d_out = be->alloc(be, n_out * sizeof(float));    // [B, H, W, Cout]
+    const uint64_t input_seed = (uint64_t)seed + 1000;
+    be->gaussian_fill(be, sample, n_in, input_seed, 0, 0);
+    be->gaussian_fill(be, ctx, n_ctx, input_seed, 1, 0);
+    be->gaussian_fill(be, d_out, n_out, input_seed, 2, 0);
+    {
+        float *host_t = DF_MALLOC((size_t)B * sizeof(float), "timesteps");
+        for (int b = 0; b < B; b++) host_t[b] = (float)((999 + 379 * b) % 1000);  // distinct per sample
+        be->upload(be, tsteps, host_t, (size_t)B * sizeof(float));
+        free(host_t);
+    }
+
+    // timing
+    for (int w = 0; w < warmup; w++) {
+        double t0 = df_time_seconds();
+        unet_forward(m, out, sample, tsteps, ctx, B, H, W, L);
+        if (!forward_only) unet_backward(m, NULL, NULL, d_out);
+        be->synchronize(be);
+        printf("warm-up %d/%d: %s %.1f ms\n", w + 1, warmup, forward_only ? "forward" : "forward+backward",
+               (df_time_seconds() - t0) * 1e3);
+        fflush(stdout);
+    }
+    double *t_fwd = DF_CALLOC((size_t)iters, sizeof(double), "times");
+    double *t_step = DF_CALLOC((size_t)iters, sizeof(double), "times");
+    double *t_bwd = DF_CALLOC((size_t)iters, sizeof(double), "times");
+    for (int i = 0; i < iters; i++) {
+        be->synchronize(be);
+        double t0 = df_time_seconds();
+        unet_forward(m, out, sample, tsteps, ctx, B, H, W, L);
+        be->synchronize(be);
+        t_fwd[i] = df_time_seconds() - t0;
+        printf("forward %d/%d: %.1f ms\n", i + 1, iters, t_fwd[i] * 1e3);
+        fflush(stdout);
+    }
+    if (!forward_only) {
+        for (int i = 0; i < iters; i++) {
+            be->synchronize(be);
+            double t0 = df_time_seconds();
+            unet_forward(m, out, sample, tsteps, ctx, B, H, W, L);
+            be->synchronize(be);
+            double t1 = df_time_seconds();
+            unet_backward(m, NULL, NULL, d_out);
+            be->synchronize(be);
+            double t2 = df_time_seconds();
+            t_step[i] = t2 - t0, t_bwd[i] = t2 - t1;
+            printf("forward+backward %d/%d: %.1f ms (backward %.1f ms)\n", i + 1, iters, t_step[i] * 1e3,
+                   t_bwd[i] * 1e3);
+            fflush(stdout);
+        }
+    }
+    if (have_dev_mem) device_memory_in_use(be, &dev_after, &dev_total);
+    cJSON *profile_rows = profile ? cJSON_CreateArray() : NULL;
+    double profile_wall = 0.0;
+    if (profile) {
+        prof_on = true;
+        double t0 = df_time_seconds();
+        for (int i = 0; i < iters; i++) {
+            unet_forward(m, out, sample, tsteps, ctx, B, H, W, L);
+            if (!forward_only) unet_backward(m, NULL, NULL, d_out);
+        }
+        be->synchronize(be);
+        profile_wall = df_time_seconds() - t0;
+        prof_on = false;
+    }
+
+    // sanity: a timing of NaNs or zeros means little
+    float *host_out = DF_MALLOC(n_out * sizeof(float), "out");
+    be->download(be, host_out, out, n_out * sizeof(float));
+    double out_max = 0.0;
+    bool out_finite = true;
+    for (size_t i = 0; i < n_out; i++) {
+        if (!isfinite(host_out[i])) out_finite = false;
+        else if (fabs(host_out[i]) > out_max) out_max = fabs(host_out[i]);
+    }
+    free(host_out);
+    double grad_norm = forward_only ? 0.0 : be->global_norm(be, unet_grads(m), nparams);
+    bool ok = out_finite && out_max > 0.0 && (forward_only || (isfinite(grad_norm) && grad_norm > 0.0));
+
+    // report
+    Stats sf = stats_of(t_fwd, iters), ss = forward_only ? (Stats){0} : stats_of(t_step, iters);
+    Stats sb = forward_only ? (Stats){0} : stats_of(t_bwd, iters);
+    printf("\nresults (%s, B=%d, %dx%d, L=%d):\n", be->name, B, H, W, L);
+    print_timing("forward", sf, B, iters, ff);
+    if (!forward_only) {
+        print_timing("forward+backward", ss, B, iters, ff + fb);
+        printf("  %-17s %9.2f ms/sample  (median of the backward part of each forward+backward)\n", "  backward part",
+               sb.median * 1e3 / B);
+    }
+    print_flops(ff, fb);
+    double pbytes = (double)nparams * sizeof(float);
+    double planned = print_memory_plan(nparams, arena_bytes, io_bytes);
+    char b1[32], b2[32], b3[32], b4[32];
+    double rss = peak_rss_bytes();
+    printf("  measured: peak RSS of this process %s (VmHWM: binary, libraries, OpenBLAS buffers included)\n",
+           fmt_bytes(b1, sizeof b1, rss));
+    if (have_dev_mem)
+        printf("  measured: device memory in use %s before the model, %s after the run (+%s; cudaMemGetInfo, "
+               "whole device: includes library workspaces and other processes) of %s\n",
+               fmt_bytes(b1, sizeof b1, (double)dev_base), fmt_bytes(b2, sizeof b2, (double)dev_after),
+               fmt_bytes(b3, sizeof b3, (double)dev_after - (double)dev_base),
+               fmt_bytes(b4, sizeof b4, (double)dev_total));
+    printf("check: out max|x| = %.4g%s", out_max, out_finite ? "" : " (NOT FINITE)");
+    if (!forward_only) printf(", gradient norm %.4g", grad_norm);
+    printf("%s\n", ok ? " (finite, non-zero)" : "  -- WARNING: these timings are of non-finite or zero values");
+    if (profile) print_profile(iters, profile_wall, forward_only, profile_rows);
+
+    if (json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "tool", "diffurl bench unet");
+        cJSON_AddStringToObject(root, "version", DIFFURL_VERSION);
+        cJSON_AddStringToObject(root, "device", be->name);
+        cJSON_AddStringToObject(root, "device_kind", be->kind == DEV_CUDA ? "cuda" : "cpu");
+        cJSON_AddStringToObject(root, "config", config_path);
+        cJSON_AddNumberToObject(root, "batch", B);
+        cJSON_AddNumberToObject(root, "height", H);
+        cJSON_AddNumberToObject(root, "width", W);
+        cJSON_AddNumberToObject(root, "context", L);
+        cJSON_AddNumberToObject(root, "iters", iters);
+        cJSON_AddNumberToObject(root, "warmup", warmup);
+        cJSON_AddNumberToObject(root, "params", (double)nparams);
+        cJSON_AddNumberToObject(root, "flops_forward_per_sample", ff);
+        cJSON_AddNumberToObject(root, "flops_backward_per_sample", fb);
+        cJSON_AddNumberToObject(root, "forward_ms_per_sample", sf.median * 1e3 / B);
+        cJSON_AddNumberToObject(root, "forward_tflops", ff * B / sf.median * 1e-12);
+        cJSON_AddItemToObject(root, "forward_ms_per_batch", json_samples_ms(t_fwd, iters));
+        if (!forward_only) {
+            cJSON_AddNumberToObject(root, "fwd_bwd_ms_per_sample", ss.median * 1e3 / B);
+            cJSON_AddNumberToObject(root, "fwd_bwd_tflops", (ff + fb) * B / ss.median * 1e-12);
+            cJSON_AddNumberToObject(root, "backward_ms_per_sample", sb.median * 1e3 / B);
+            cJSON_AddItemToObject(root, "fwd_bwd_ms_per_batch", json_samples_ms(t_step, iters));
+        }
+        cJSON *mem = cJSON_AddObjectToObject(root, "memory_bytes");
+        cJSON_AddNumberToObject(mem, "params", pbytes);
+        cJSON_AddNumberToObject(mem, "grads", pbytes);
+        cJSON_AddNumberToObject(mem, "activation_arena", (double)arena_bytes);
+        cJSON_AddNumberToObject(mem, "inputs_outputs", (double)io_bytes);
+        cJSON_AddNumberToObject(mem, "planned_total", planned);
+        cJSON_AddNumberToObject(mem, "peak_rss", rss);
+        if (have_dev_mem) {
+            cJSON_AddNumberToObject(mem, "device_in_use_before", (double)dev_base);
+            cJSON_AddNumberToObject(mem, "device_in_use_after", (double)dev_after);
+            cJSON_AddNumberToObject(mem, "device_total", (double)dev_total);
+        }
+        cJSON_AddBoolToObject(root, "values_ok", ok);
+        if (profile_rows) cJSON_AddItemToObject(root, "profile", profile_rows), profile_rows = NULL;
+        cJSON_AddNumberToObject(root, "out_max_abs", out_max);
+        if (!forward_only) cJSON_AddNumberToObject(root, "grad_norm", isfinite(grad_norm) ? grad_norm : -1.0);
+        char *text = cJSON_Print(root);
+        FILE *f = DF_FOPEN(json, "w");
+        DF_FWRITE(text, strlen(text), f, json);
+        DF_FWRITE("\n", 1, f, json);
+        DF_FCLOSE(f, json);
+        free(text);
+        cJSON_Delete(root);
+        printf("wrote %s\n", json);
+    }
+
+    free(t_fwd), free(t_step), free(t_bwd);
+    float *bufs[5] = {sample, tsteps, ctx, out, d_out};
+    for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
+    cJSON_Delete(profile_rows);  // (NULL when it went into the JSON)
+    unet_free(m);
+    if (be != real_be) free(be);  // the profiling copy; real_be owns the device state
+    backend_destroy(real_be);
+    return ok ? 0 : 1;
+}
+
+// ==== the verb ==========================================================================================
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "unet") == 0) return bench_unet(argc - 1, argv + 1);
     const char *device = "cpu", *json = NULL, *preset_name = NULL, *filter = NULL;
     int reps = 5;
     double min_batch_ms = 20.0;
@@ -479,14 +1160,20 @@ int cmd_bench(int argc, char **argv) {
         {"batch-ms", OPT_FLOAT, &min_batch_ms, "minimum milliseconds per timed repetition"},
         {"json", OPT_STRING, &json, "also write the results to this JSON file"},
     };
-    OptionTable table = {"bench", "Times ops on one device. The first argument is what to bench: 'ops'.",
-                         "ops", options, (int)(sizeof options / sizeof options[0])};
+    OptionTable table = {"bench",
+                         "Times ops on one device. The first argument is what to bench: 'ops' (these options) or "
+                         "'unet'\n(a whole UNet forward and forward+backward: see diffurl bench unet --help).",
+                         "ops|unet", options, (int)(sizeof options / sizeof options[0])};
     const char *what[1] = {NULL};
     int npos = parse_options(&table, argc, argv, what, 1);
     if (npos == -2) return 0;
     if (npos < 0) return 2;
     if (npos == 0 || strcmp(what[0], "ops") != 0) {
-        fprintf(stderr, "diffurl bench: say what to bench: 'diffurl bench ops' (got %s)\n", npos ? what[0] : "nothing");
+        if (npos && !strcmp(what[0], "unet"))
+            fprintf(stderr, "diffurl bench: 'unet' must come first: diffurl bench unet --config FILE [options]\n");
+        else
+            fprintf(stderr, "diffurl bench: say what to bench: 'diffurl bench ops' or 'diffurl bench unet' (got %s)\n",
+                    npos ? what[0] : "nothing");
         return 2;
     }
     if (reps < 1) {

@@ -15,7 +15,7 @@ typedef struct {
 
 static const Verb verbs[] = {
     {"inspect", cmd_inspect, "list the tensors and metadata of a safetensors file"},
-    {"bench", cmd_bench, "time ops on a device (diffurl bench ops --help)"},
+    {"bench", cmd_bench, "benchmarks: bench ops (every op), bench unet (one UNet config)"},
     {"pretrain", cmd_pretrain, "pretrain a shapes-world model by diffusion (DDPM epsilon loss)"},
     {"eval", cmd_eval, "score a shapes model on a prompt split with the alignment reward"},
     {"sample", cmd_sample, "sample DDIM trajectories with per-step log-probabilities"},
