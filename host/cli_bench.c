@@ -25,6 +25,8 @@
 
 #include "backend.h"
 #include "cli.h"
+#include "philox.h"
+#include "sampler.h"
 #include "unet.h"
 
 // ---- timing --------------------------------------------------------------------------------------------
@@ -1146,7 +1148,126 @@ static int bench_unet(int argc, char **argv) {
 
 // ==== the verb ==========================================================================================
 
+
+// ---- bench sample ----------------------------------------------------------------------------------------
+
+typedef struct {
+    Backend *be;
+    float *x, *eps, *z, *coef, *lp;
+    int B;
+    size_t n;
+} StepArgs;
+
+static void run_ddim_step(Backend *be, void *p) {
+    StepArgs *a = p;
+    be->ddim_step(be, a->x, a->lp, a->x, a->eps, a->z, a->coef, a->B, a->n, false);
+}
+
+// `diffurl bench sample`: trajectories per second and UNet evaluations per second of the DDIM sampler with
+// guidance at a config/batch/steps, and the share of the time spent in the fused step + log-prob op.
+static int bench_sample(int argc, char **argv) {
+    const char *config_path = NULL, *device = "cpu";
+    int batch = 4, res = 0, context = 77, steps = 20, iters = 2, seed = 1;
+    double guidance = 5.0, eta = 1.0;
+    Option options[] = {
+        {"config", OPT_STRING, &config_path, "diffusers UNet config.json (e.g. bench/configs/small16.json)"},
+        {"batch", OPT_INT, &batch, "trajectories per run (one device batch; the UNet sees 2x with guidance)"},
+        {"res", OPT_INT, &res, "sample height = width (0: the config's sample_size)"},
+        {"context", OPT_INT, &context, "context length L"},
+        {"steps", OPT_INT, &steps, "DDIM steps"},
+        {"guidance", OPT_FLOAT, &guidance, "classifier-free guidance weight (1: one UNet pass per step)"},
+        {"eta", OPT_FLOAT, &eta, "DDIM noise weight"},
+        {"iters", OPT_INT, &iters, "timed runs (median reported)"},
+        {"seed", OPT_INT, &seed, "seed of the random weights and inputs"},
+        {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
+    };
+    OptionTable table = {"bench sample", "Times DDIM sampling with log-probabilities (random weights from a diffusers "
+                         "UNet config.json):\ntrajectories/s, UNet evaluations/s, and the step op's share of the time.",
+                         "", options, (int)(sizeof options / sizeof options[0])};
+    int npos = parse_options(&table, argc, argv, NULL, 0);
+    if (npos == -2) return 0;
+    if (npos < 0) return 2;
+    if (!config_path || batch < 1 || steps < 1 || iters < 1 || context < 1 || res < 0) {
+        fprintf(stderr, "diffurl bench sample: --config is required; batch, steps, iters, context >= 1\n");
+        return 2;
+    }
+    UNetConfig cfg;
+    if (unet_config_load(&cfg, config_path) < 0) {
+        fprintf(stderr, "diffurl bench sample: %s\n", df_error_message());
+        return 1;
+    }
+    if (res == 0) res = cfg.sample_size;
+    if (res <= 0 || res % (1 << (cfg.levels - 1))) {
+        fprintf(stderr, "diffurl bench sample: resolution %d must be a positive multiple of %d\n", res, 1 << (cfg.levels - 1));
+        return 2;
+    }
+    print_options(&table);
+    Backend *be = backend_create_by_name(device);
+    printf("device: %s\n", be->name);
+    UNet *m = unet_create(&cfg, be);
+    init_random_params(m, be, (uint64_t)seed);
+    DdimSchedule sched;
+    ddim_schedule_default(&sched);
+    int B = batch, H = res, C = cfg.in_channels, L = context, D = cfg.cross_attention_dim;
+    size_t n = (size_t)H * H * C;
+    float *x_T = DF_MALLOC((size_t)B * n * sizeof(float), "x_T"), *ctx = DF_MALLOC((size_t)(B + 1) * L * D * sizeof(float), "ctx");
+    for (size_t i = 0; i < (size_t)B * n; i++) x_T[i] = philox_gaussian((uint64_t)seed, 1, i);
+    for (size_t i = 0; i < (size_t)(B + 1) * L * D; i++) ctx[i] = philox_gaussian((uint64_t)seed, 2, i);
+    SamplerConfig sc = {.unet = m, .schedule = &sched, .steps = steps, .eta = eta, .guidance = (float)guidance,
+                        .seed = (uint64_t)seed};
+    SamplerConditioning cond = {L, D, ctx, ctx + (size_t)B * L * D, 1};
+    Trajectories t;
+    SamplerConfig warm = sc;
+    warm.steps = 2;
+    if (sampler_run(&warm, B, H, H, C, x_T, &cond, NULL, 0, &t) < 0) {  // warm-up: arenas, handles, plans
+        fprintf(stderr, "diffurl bench sample: %s\n", df_error_message());
+        return 1;
+    }
+    trajectories_free(&t);
+    double times[64];
+    if (iters > 64) iters = 64;
+    for (int it = 0; it < iters; it++) {
+        double t0 = df_time_seconds();
+        sampler_run(&sc, B, H, H, C, x_T, &cond, NULL, 0, &t);
+        times[it] = df_time_seconds() - t0;
+        trajectories_free(&t);
+        printf("  run %d/%d: %.3f s\n", it + 1, iters, times[it]);
+        fflush(stdout);
+    }
+    qsort(times, (size_t)iters, sizeof(double), cmp_double);
+    double secs = times[iters / 2];
+    int passes = guidance != 1.0 ? 2 : 1;
+
+    // the step op alone at this size, against the UNet forward at the guided batch
+    StepArgs a = {be, NULL, NULL, NULL, NULL, NULL, B, n};
+    a.x = be->alloc(be, (size_t)B * n * sizeof(float)), a.eps = be->alloc(be, (size_t)B * n * sizeof(float));
+    a.z = be->alloc(be, (size_t)B * n * sizeof(float)), a.coef = be->alloc(be, (size_t)B * DDIM_COEFS * sizeof(float));
+    a.lp = be->alloc(be, (size_t)B * sizeof(float));
+    be->gaussian_fill(be, a.x, (size_t)B * n, 3, 0, 0), be->gaussian_fill(be, a.eps, (size_t)B * n, 3, 1, 0);
+    be->gaussian_fill(be, a.z, (size_t)B * n, 3, 2, 0);
+    float coef[DDIM_COEFS * 64];
+    for (int b = 0; b < B && b < 64; b++)  // a mid-trajectory timestep; the op's cost does not depend on it
+        ddim_coefs(&sched, steps, 501, eta, coef + (size_t)b * DDIM_COEFS);
+    be->upload(be, a.coef, coef, (size_t)(B < 64 ? B : 64) * DDIM_COEFS * sizeof(float));
+    double step_s = B <= 64 ? time_op(be, run_ddim_step, &a, 5, 0.02) : 0.0;
+    float *bufs[] = {a.x, a.eps, a.z, a.coef, a.lp};
+    for (int k = 0; k < 5; k++) be->free(be, bufs[k]);
+
+    printf("\nresults (%s, B=%d, %dx%d, %d steps, guidance %g, eta %g):\n", be->name, B, H, H, steps, guidance, eta);
+    printf("  %.3f s per run: %.3f trajectories/s, %.1f UNet evaluations/s (%d per step)\n", secs, B / secs,
+           (double)B * steps * passes / secs, passes);
+    if (step_s > 0)
+        printf("  ddim step + log-prob op: %.1f us per step = %.2f%% of the sampling time\n", step_s * 1e6,
+               100.0 * step_s * steps / secs);
+    free(x_T), free(ctx);
+    ddim_schedule_free(&sched);
+    unet_free(m);
+    backend_destroy(be);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "sample") == 0) return bench_sample(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "unet") == 0) return bench_unet(argc - 1, argv + 1);
     const char *device = "cpu", *json = NULL, *preset_name = NULL, *filter = NULL;
     int reps = 5;
