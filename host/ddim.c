@@ -294,7 +294,7 @@ int ddim_schedule_parse(DdimSchedule *s, const char *json_text, const char *labe
     static const char *const preds[] = {"epsilon", "v_prediction"};
     int choice;
     TRY(cfg_choice(&c, "prediction_type", preds, 2, 0, &choice,
-                   "; 'sample' (x0-prediction) is not implemented"));
+                   "; 'sample' (x0-prediction) is not supported"));
     s->prediction = (DdimPrediction)choice;
     static const char *const spacings[] = {"leading", "trailing", "linspace"};
     TRY(cfg_choice(&c, "timestep_spacing", spacings, 3, 0, &choice, NULL));

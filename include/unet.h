@@ -39,7 +39,7 @@ typedef struct {
     int time_embed_dim;  // block_out_channels[0] * 4
 } UNetConfig;
 
-// Parses a diffusers UNet config.json. Keys that change the architecture in ways not implemented are refused
+// Parses a diffusers UNet config.json. Keys that change the architecture in ways diffurl does not support are refused
 // by name with their value (e.g. class_embed_type, addition_embed_type); unknown keys are refused too.
 // Returns < 0 with df_error_message() naming the file, key and value.
 int unet_config_load(UNetConfig *cfg, const char *config_json_path);
