@@ -9,7 +9,7 @@
 #include "shapes_model.h"
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *split_name = "test", *device = "cpu", *png = NULL;
+    const char *model_dir = NULL, *split_name = "test", *device = "cpu", *png = NULL, *json = NULL;
     int steps = 20, seed = 0, per_prompt = 1, max_batch = 64, limit = 0;
     double eta = 1.0, guidance = 3.0;
     Option options[] = {
@@ -24,6 +24,7 @@ int cmd_eval(int argc, char **argv) {
         {"batch", OPT_INT, &max_batch, "samples per device batch"},
         {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
         {"png", OPT_STRING, &png, "write the samples as a PNG grid"},
+        {"json", OPT_STRING, &json, "write the mean, per-term means and every sample's reward to this JSON file"},
     };
     OptionTable table = {"eval", "Scores a shapes model on a prompt split with the shapes_alignment reward.", "",
                          options, (int)(sizeof options / sizeof options[0])};
@@ -77,12 +78,14 @@ int cmd_eval(int argc, char **argv) {
         uint8_t *u8 = DF_MALLOC((size_t)B * per, "pixels");
         float *final = DF_MALLOC(per * sizeof(float), "final");
         double sum = 0, color = 0, shape = 0, size = 0, relation = 0;
+        double *rewards = DF_MALLOC((size_t)B * sizeof(double), "rewards");
         int ncolor = 0, nrel = 0;
         for (int b = 0; b < B; b++) {
             memcpy(final, t.latents + ((size_t)b * (t.N + 1) + t.N) * per, per * sizeof(float));
             image_f32_to_u8(u8 + b * per, final, per);
             ShapeScore s;
-            sum += shapes_alignment(u8 + b * per, H, H, &prompts[b], &s);
+            rewards[b] = shapes_alignment(u8 + b * per, H, H, &prompts[b], &s);
+            sum += rewards[b];
             for (int k = 0; k < prompts[b].count; k++, ncolor++) color += s.color[k], shape += s.shape[k], size += s.size[k];
             if (prompts[b].count == 2) relation += s.relation, nrel++;
         }
@@ -92,6 +95,24 @@ int cmd_eval(int argc, char **argv) {
                ncolor ? color / ncolor : 0.0, ncolor ? shape / ncolor : 0.0, ncolor ? size / ncolor : 0.0,
                nrel ? relation / nrel : 1.0);
         rc = 0;
+        if (json) {
+            FILE *f = fopen(json, "w");
+            if (!f) {
+                fprintf(stderr, "diffurl eval: cannot write %s\n", json);
+                rc = 1;
+            } else {
+                fprintf(f, "{\"split\": \"%s\", \"prompts\": %d, \"per_prompt\": %d, \"steps\": %d, \"eta\": %.9g, "
+                        "\"guidance\": %.9g, \"seed\": %d,\n \"mean\": %.17g, \"colour\": %.17g, \"shape\": %.17g, "
+                        "\"size\": %.17g, \"relation\": %.17g,\n \"rewards\": [", split_name, nprompts, per_prompt, steps,
+                        eta, guidance, seed, sum / B, ncolor ? color / ncolor : 0.0, ncolor ? shape / ncolor : 0.0,
+                        ncolor ? size / ncolor : 0.0, nrel ? relation / nrel : 1.0);
+                for (int b = 0; b < B; b++) fprintf(f, "%s%.17g", b ? ", " : "", rewards[b]);
+                fprintf(f, "]}\n");
+                if (fclose(f) != 0) rc = 1;
+                else printf("wrote %s\n", json);
+            }
+        }
+        free(rewards);
         if (png && png_write_grid(png, u8, B, H, H, per_prompt > 1 ? per_prompt : 0, 1, 255) < 0) {
             fprintf(stderr, "diffurl eval: %s\n", df_error_message());
             rc = 1;
