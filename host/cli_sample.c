@@ -8,19 +8,6 @@
 #include "safetensors.h"
 #include "sampler.h"
 
-// [B, C, H, W] ↔ [B, H, W, C] for `count` consecutive images
-static void to_nhwc(float *dst, const float *src, size_t count, int C, int H, int W) {
-    for (size_t b = 0; b < count; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[(b * H * W + p) * C + c] = src[(b * C + c) * H * W + p];
-}
-
-static void to_nchw(float *dst, const float *src, size_t count, int C, int H, int W) {
-    for (size_t b = 0; b < count; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[(b * C + c) * H * W + p] = src[(b * H * W + p) * C + c];
-}
-
 static float *read_tensor(const SafeTensorsFile *f, const char *path, const char *name, int ndim, int64_t *shape,
                           bool required) {
     const SafeTensorInfo *t = safetensors_find(f, name);
@@ -137,11 +124,11 @@ int cmd_sample(int argc, char **argv) {
             goto done;
         }
         noise_nhwc = DF_MALLOC((size_t)B * steps * C * H * W * sizeof(float), "noise");
-        to_nhwc(noise_nhwc, noise, (size_t)B * steps, C, H, W);
+        layout_nchw_to_nhwc(noise_nhwc, noise, (size_t)B * steps, C, H, W);
     }
     if (eta == 0.0) printf("eta = 0: deterministic DDIM, no log-probabilities (log_probs are NaN)\n");
     x_nhwc = DF_MALLOC((size_t)B * C * H * W * sizeof(float), "x_T");
-    to_nhwc(x_nhwc, x_T, (size_t)B, C, H, W);
+    layout_nchw_to_nhwc(x_nhwc, x_T, (size_t)B, C, H, W);
     SamplerConfig cfg = {.unet = m, .schedule = &schedule, .steps = steps, .eta = eta, .guidance = (float)guidance,
                          .seed = (uint64_t)seed, .max_batch = max_batch, .verbose = !quiet};
     SamplerConditioning cond = {.L = L, .D = D, .ctx = ctx, .uncond = uncond, .uncond_rows = uncond ? (int)su[0] : 0};
@@ -157,7 +144,7 @@ int cmd_sample(int argc, char **argv) {
 
     size_t per = (size_t)C * H * W;
     float *lat = DF_MALLOC((size_t)B * (steps + 1) * per * sizeof(float), "latents");
-    to_nchw(lat, traj.latents, (size_t)B * (steps + 1), C, H, W);
+    layout_nhwc_to_nchw(lat, traj.latents, (size_t)B * (steps + 1), C, H, W);
     float *ts = DF_MALLOC((size_t)steps * sizeof(float), "timesteps");
     for (int i = 0; i < steps; i++) ts[i] = (float)traj.timesteps[i];
     SafeTensorsEntry entries[3] = {

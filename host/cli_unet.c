@@ -7,19 +7,6 @@
 #include "safetensors.h"
 #include "unet.h"
 
-// [B, C, H, W] ↔ [B, H, W, C]
-static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int H, int W) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)b * H * W + p) * C + c] = src[((size_t)b * C + c) * H * W + p];
-}
-
-static void nhwc_to_nchw(float *dst, const float *src, int B, int C, int H, int W) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)b * C + c) * H * W + p] = src[((size_t)b * H * W + p) * C + c];
-}
-
 // Reads tensor `name` as fp32 (any supported dtype), checking its rank; shape returned in `shape`.
 static float *read_input(const SafeTensorsFile *f, const char *name, int ndim, int64_t *shape, const char *path) {
     const SafeTensorInfo *t = safetensors_find(f, name);
@@ -122,7 +109,7 @@ int cmd_unet(int argc, char **argv) {
     }
     size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * Co * H * W, n_ctx = (size_t)B * L * s_ctx[2];
     float *stage = DF_MALLOC((n_in > n_out ? n_in : n_out) * sizeof(float), "layout staging");
-    nchw_to_nhwc(stage, sample, B, C, H, W);
+    layout_nchw_to_nhwc(stage, sample, B, C, H, W);
     dev[0] = be->alloc(be, n_in * sizeof(float));
     be->upload(be, dev[0], stage, n_in * sizeof(float));
     dev[1] = be->alloc(be, (size_t)B * sizeof(float));
@@ -142,10 +129,10 @@ int cmd_unet(int argc, char **argv) {
     int ne = 0;
     float *out = host_bufs[ne] = DF_MALLOC(n_out * sizeof(float), "out");
     be->download(be, stage, dev[3], n_out * sizeof(float));
-    nhwc_to_nchw(out, stage, B, Co, H, W);
+    layout_nhwc_to_nchw(out, stage, B, Co, H, W);
     entries[ne++] = (SafeTensorsEntry){"out", DT_F32, 4, {B, Co, H, W}, out};
     if (backward) {
-        nchw_to_nhwc(stage, gout, B, Co, H, W);
+        layout_nchw_to_nhwc(stage, gout, B, Co, H, W);
         dev[4] = be->alloc(be, n_out * sizeof(float));
         be->upload(be, dev[4], stage, n_out * sizeof(float));
         dev[5] = be->alloc(be, n_in * sizeof(float));
@@ -157,7 +144,7 @@ int cmd_unet(int argc, char **argv) {
         printf("unet backward: %.1f ms\n", 1e3 * (df_time_seconds() - t0));
         float *g_sample = host_bufs[ne] = DF_MALLOC(n_in * sizeof(float), "grad_sample");
         be->download(be, stage, dev[5], n_in * sizeof(float));
-        nhwc_to_nchw(g_sample, stage, B, C, H, W);
+        layout_nhwc_to_nchw(g_sample, stage, B, C, H, W);
         entries[ne++] = (SafeTensorsEntry){"grad_sample", DT_F32, 4, {B, C, H, W}, g_sample};
         float *g_ctx = host_bufs[ne] = DF_MALLOC(n_ctx * sizeof(float), "grad_encoder_hidden_states");
         be->download(be, g_ctx, dev[6], n_ctx * sizeof(float));

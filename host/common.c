@@ -78,3 +78,23 @@ int64_t df_shape_numel(const int64_t *shape, int ndim) {
     }
     return n;
 }
+
+char *df_read_text_file(const char *path, size_t max_bytes, const char *what) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        df_fail(DF_ERR_IO, "%s: cannot open %s (%s)", path, what, strerror(errno));
+        return NULL;
+    }
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || (size_t)size > max_bytes || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        df_fail(DF_ERR_FORMAT, "%s: not a %s (size %ld bytes, at most %zu expected)", path, what, size, max_bytes);
+        return NULL;
+    }
+    char *text = DF_MALLOC((size_t)size + 1, what);
+    size_t got = fread(text, 1, (size_t)size, f);
+    fclose(f);
+    text[got] = '\0';
+    return text;
+}

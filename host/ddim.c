@@ -73,29 +73,6 @@ static void cumprod_alphas(float *ac, const float *betas, int T) {
 
 // ---- config parsing -------------------------------------------------------------------------------------
 
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        df_fail(DF_ERR_IO, "%s: cannot open (does the model folder hold scheduler/scheduler_config.json?)", path);
-        return NULL;
-    }
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        df_fail(DF_ERR_IO, "%s: cannot seek", path);
-        return NULL;
-    }
-    long size = ftell(f);
-    if (size < 0 || size > (16L << 20) || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        df_fail(DF_ERR_FORMAT, "%s: not a scheduler config file (size %ld)", path, size);
-        return NULL;
-    }
-    char *text = DF_MALLOC((size_t)size + 1, "scheduler config text");
-    size_t got = fread(text, 1, (size_t)size, f);
-    fclose(f);
-    text[got] = '\0';
-    return text;
-}
 
 static char *json_value_str(const cJSON *v, char *buf, size_t size) {
     char *printed = cJSON_PrintUnformatted(v);
@@ -361,7 +338,7 @@ done:
 
 int ddim_schedule_load(DdimSchedule *s, const char *path) {
     memset(s, 0, sizeof *s);
-    char *text = read_text_file(path);
+    char *text = df_read_text_file(path, 16u << 20, "scheduler config file");
     if (!text) return DF_ERR_IO;
     int status = ddim_schedule_parse(s, text, path);
     free(text);

@@ -169,3 +169,17 @@ float f16_to_f32(uint16_t h) {
     memcpy(&f, &bits, 4);
     return f;
 }
+
+void layout_nchw_to_nhwc(float *dst, const float *src, size_t count, int C, int H, int W) {
+    size_t hw = (size_t)H * W;
+    for (size_t b = 0; b < count; b++)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < hw; p++) dst[(b * hw + p) * C + c] = src[(b * C + c) * hw + p];
+}
+
+void layout_nhwc_to_nchw(float *dst, const float *src, size_t count, int C, int H, int W) {
+    size_t hw = (size_t)H * W;
+    for (size_t b = 0; b < count; b++)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < hw; p++) dst[(b * C + c) * hw + p] = src[(b * hw + p) * C + c];
+}

@@ -375,6 +375,8 @@ UNet *unet_create(const UNetConfig *cfg, Backend *be) {
     m->conv_out = make_conv(m, "conv_out", c0, c->out_channels, 3, 1, 1);
 
     m->params = be->alloc(be, m->total * sizeof(float));
+    // the alignment padding between parameters stays zero: whole-buffer ops (AdamW, EMA, checkpoints) touch it
+    be->zero(be, m->params, m->total * sizeof(float));
     return m;
 }
 
@@ -408,11 +410,14 @@ const UNetConfig *unet_config(const UNet *m) { return &m->cfg; }
 Backend *unet_backend(const UNet *m) { return m->be; }
 int unet_param_count(const UNet *m) { return m->nparams; }
 const UNetParam *unet_param(const UNet *m, int i) { return &m->table[i]; }
-size_t unet_num_params(const UNet *m) {
+// Σ numel over a parameter table (without the alignment padding of the buffers).
+static size_t table_numel(const UNetParam *table, int count) {
     size_t n = 0;
-    for (int i = 0; i < m->nparams; i++) n += m->table[i].numel;
+    for (int i = 0; i < count; i++) n += table[i].numel;
     return n;
 }
+
+size_t unet_num_params(const UNet *m) { return table_numel(m->table, m->nparams); }
 float *unet_params(UNet *m) { return m->params; }
 
 float *unet_grads(UNet *m) {
@@ -1163,11 +1168,7 @@ int unet_lora_rank(const UNet *m) { return m->lora_rank; }
 float unet_lora_alpha(const UNet *m) { return m->lora_alpha; }
 int unet_lora_param_count(const UNet *m) { return m->nlora_params; }
 const UNetParam *unet_lora_param(const UNet *m, int i) { return &m->lora_table[i]; }
-size_t unet_lora_num_params(const UNet *m) {
-    size_t n = 0;
-    for (int i = 0; i < m->nlora_params; i++) n += m->lora_table[i].numel;
-    return n;
-}
+size_t unet_lora_num_params(const UNet *m) { return table_numel(m->lora_table, m->nlora_params); }
 float *unet_lora_params(UNet *m) { return m->lora_params; }
 float *unet_lora_grads(UNet *m) { return m->lora_grads; }
 size_t unet_lora_buffer_floats(const UNet *m) { return m->lora_total; }

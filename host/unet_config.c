@@ -10,28 +10,6 @@
 
 #include "unet.h"
 
-// Reads a whole text file; NULL with a message on failure.
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        df_fail(DF_ERR_IO, "%s: cannot open (does the model folder hold a diffusers config.json?)", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (size < 0 || size > (64L << 20)) {
-        fclose(f);
-        df_fail(DF_ERR_FORMAT, "%s: not a config file (size %ld)", path, size);
-        return NULL;
-    }
-    char *text = DF_MALLOC((size_t)size + 1, "config text");
-    size_t got = fread(text, 1, (size_t)size, f);
-    fclose(f);
-    text[got] = '\0';
-    return text;
-}
-
 // Keys accepted only when null / at the stated default (the architecture diffurl implements).
 typedef struct {
     const char *key;
@@ -336,7 +314,7 @@ done:
 }
 
 int unet_config_load(UNetConfig *cfg, const char *path) {
-    char *text = read_text_file(path);
+    char *text = df_read_text_file(path, 64u << 20, "diffusers UNet config.json");
     if (!text) return DF_ERR_IO;
     int status = unet_config_parse(cfg, text, path);
     free(text);

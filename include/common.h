@@ -60,6 +60,10 @@ void df_fclose_at(FILE *f, const char *path, const char *file, int line);
 #define DF_FWRITE(data, bytes, f, path) df_fwrite_at((data), (bytes), (f), (path), __FILE__, __LINE__)
 #define DF_FCLOSE(f, path) df_fclose_at((f), (path), __FILE__, __LINE__)
 
+// Reads a whole text file (at most max_bytes) into a NUL-terminated malloc'd buffer; NULL with a message
+// naming the file (df_error_message) when it cannot be opened or is too large. `what` names the kind of file.
+char *df_read_text_file(const char *path, size_t max_bytes, const char *what);
+
 // Monotonic wall clock in seconds.
 double df_time_seconds(void);
 

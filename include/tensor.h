@@ -66,6 +66,10 @@ Tensor arena_tensor(Arena *arena, DType dtype, int ndim, const int64_t *shape);
 void arena_reset(Arena *arena);
 void arena_free(Arena *arena);
 
+// [count, C, H, W] ↔ [count, H, W, C] on the host: diffusers' files (NCHW) ↔ the engine's channels-last.
+void layout_nchw_to_nhwc(float *dst, const float *src, size_t count, int C, int H, int W);
+void layout_nhwc_to_nchw(float *dst, const float *src, size_t count, int C, int H, int W);
+
 // bf16 <-> f32 on the host (round to nearest even; NaN stays NaN).
 uint16_t f32_to_bf16(float x);
 float bf16_to_f32(uint16_t x);

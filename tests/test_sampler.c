@@ -24,13 +24,6 @@ static float *read_all(const SafeTensorsFile *f, const char *name, int64_t *shap
     return x;
 }
 
-// [count, C, H, W] → [count, H, W, C]
-static void to_nhwc(float *dst, const float *src, size_t count, int C, int H, int W) {
-    for (size_t b = 0; b < count; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[(b * H * W + p) * C + c] = src[(b * C + c) * H * W + p];
-}
-
 typedef struct {
     int B, N, C, H, W, L, D;
     float guidance;
@@ -51,9 +44,9 @@ static bool load_fixture(Fixture *fx, const char *path, float guidance, int step
     fx->x_T = DF_MALLOC(fx->B * n * sizeof(float), "x_T");
     fx->noise = DF_MALLOC((size_t)fx->B * steps * n * sizeof(float), "noise");
     fx->latents = DF_MALLOC((size_t)fx->B * (steps + 1) * n * sizeof(float), "latents");
-    to_nhwc(fx->x_T, x, (size_t)fx->B, fx->C, fx->H, fx->W);
-    to_nhwc(fx->noise, noise, (size_t)fx->B * steps, fx->C, fx->H, fx->W);
-    to_nhwc(fx->latents, lat, (size_t)fx->B * (steps + 1), fx->C, fx->H, fx->W);
+    layout_nchw_to_nhwc(fx->x_T, x, (size_t)fx->B, fx->C, fx->H, fx->W);
+    layout_nchw_to_nhwc(fx->noise, noise, (size_t)fx->B * steps, fx->C, fx->H, fx->W);
+    layout_nchw_to_nhwc(fx->latents, lat, (size_t)fx->B * (steps + 1), fx->C, fx->H, fx->W);
     free(x), free(noise), free(lat);
     safetensors_close(&f);
     return CHECK(sn[1] == steps && sl[1] == steps + 1 && sp[1] == steps, "%s: %d steps", path, steps);

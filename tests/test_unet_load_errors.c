@@ -249,12 +249,6 @@ static UNet *load_captured(const char *dir, char **err) {
 
 // ---- forward on the io.safetensors inputs ---------------------------------------------------------------
 
-static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int H, int W) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)b * H * W + p) * C + c] = src[((size_t)b * C + c) * H * W + p];
-}
-
 typedef struct {
     int B, C, H, W, L, D, Co;
     float *sample_nhwc, *t, *ctx, *want_out_nhwc;  // host
@@ -285,9 +279,9 @@ static IoInputs io_load(void) {
     io.t = io_read(&f, "timestep", NULL);
     io.ctx = io_read(&f, "encoder_hidden_states", NULL);
     io.sample_nhwc = DF_MALLOC((size_t)io.B * io.C * io.H * io.W * sizeof(float), "sample");
-    nchw_to_nhwc(io.sample_nhwc, sample, io.B, io.C, io.H, io.W);
+    layout_nchw_to_nhwc(io.sample_nhwc, sample, io.B, io.C, io.H, io.W);
     io.want_out_nhwc = DF_MALLOC(io.n_out * sizeof(float), "out");
-    nchw_to_nhwc(io.want_out_nhwc, out, io.B, io.Co, io.H, io.W);
+    layout_nchw_to_nhwc(io.want_out_nhwc, out, io.B, io.Co, io.H, io.W);
     free(sample);
     free(out);
     safetensors_close(&f);
@@ -682,7 +676,7 @@ static void test_cli(const IoInputs *io) {
                             t->shape[3] == io->W;
             if (CHECK(shape_ok, "OUT holds 'out' [%d, %d, %d, %d]", io->B, io->Co, io->H, io->W)) {
                 float *o = io_read(&f, "out", NULL), *o_nhwc = DF_MALLOC(io->n_out * sizeof(float), "out");
-                nchw_to_nhwc(o_nhwc, o, io->B, io->Co, io->H, io->W);
+                layout_nchw_to_nhwc(o_nhwc, o, io->B, io->Co, io->H, io->W);
                 check_close("diffurl unet: out vs diffusers", o_nhwc, io->want_out_nhwc, io->n_out, 1e-4);
                 free(o), free(o_nhwc);
             }

@@ -15,12 +15,6 @@
 
 #define DIR "tests/fixtures/unet/lin2"
 
-static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int H, int W) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)b * H * W + p) * C + c] = src[((size_t)b * C + c) * H * W + p];
-}
-
 typedef struct {
     int B, C, H, W, L, D, Co;
     float *d_sample, *d_t, *d_ctx, *d_gout, *d_out;
@@ -63,15 +57,15 @@ int main(int argc, char **argv) {
     size_t n_in = (size_t)in.B * in.C * in.H * in.W, n_out = (size_t)in.B * in.Co * in.H * in.W;
     size_t n_ctx = (size_t)in.B * in.L * in.D;
     float *stage = DF_MALLOC((n_in > n_out ? n_in : n_out) * sizeof(float), "stage");
-    nchw_to_nhwc(stage, sample, in.B, in.C, in.H, in.W);
+    layout_nchw_to_nhwc(stage, sample, in.B, in.C, in.H, in.W);
     in.d_sample = dev_upload(be, stage, n_in);
     in.d_t = dev_upload(be, t, (size_t)in.B);
     in.d_ctx = dev_upload(be, ctx, n_ctx);
-    nchw_to_nhwc(stage, gout, in.B, in.Co, in.H, in.W);
+    layout_nchw_to_nhwc(stage, gout, in.B, in.Co, in.H, in.W);
     in.d_gout = dev_upload(be, stage, n_out);
     in.d_out = be->alloc(be, n_out * sizeof(float));
     in.want_lora = DF_MALLOC(n_out * sizeof(float), "want");
-    nchw_to_nhwc(in.want_lora, out_lora, in.B, in.Co, in.H, in.W);
+    layout_nchw_to_nhwc(in.want_lora, out_lora, in.B, in.Co, in.H, in.W);
 
     // 1. a fresh adapter (B = 0) changes nothing
     UNet *m = unet_load(DIR, be);

@@ -12,12 +12,6 @@
 #include "safetensors.h"
 #include "unet.h"
 
-static void nchw_to_nhwc(float *dst, const float *src, int B, int C, int H, int W) {
-    for (int b = 0; b < B; b++)
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < H * W; p++) dst[((size_t)b * H * W + p) * C + c] = src[((size_t)b * C + c) * H * W + p];
-}
-
 static float *load(const SafeTensorsFile *f, const char *name, size_t *numel) {
     const SafeTensorInfo *t = safetensors_find(f, name);
     if (!CHECK(t != NULL, "fixture has tensor '%s'", name)) return NULL;
@@ -59,17 +53,17 @@ static void run_config(Backend *be, const char *name) {
     float *got = DF_MALLOC(n_max * sizeof(float), "got");
     float *want_nhwc = DF_MALLOC(n_max * sizeof(float), "want");
 
-    nchw_to_nhwc(stage, sample, B, C, H, W);
+    layout_nchw_to_nhwc(stage, sample, B, C, H, W);
     float *d_sample = dev_upload(be, stage, n_in), *d_t = dev_upload(be, t, (size_t)B);
     float *d_ctx = dev_upload(be, ctx, n_ctx);
-    nchw_to_nhwc(stage, gout, B, Co, H, W);
+    layout_nchw_to_nhwc(stage, gout, B, Co, H, W);
     float *d_gout = dev_upload(be, stage, n_out);
     float *d_out = be->alloc(be, n_out * sizeof(float));
     float *d_gs = be->alloc(be, n_in * sizeof(float)), *d_gc = be->alloc(be, n_ctx * sizeof(float));
 
     unet_forward(m, d_out, d_sample, d_t, d_ctx, B, H, W, L);
     dev_download(be, got, d_out, n_out);
-    nchw_to_nhwc(want_nhwc, want_out, B, Co, H, W);
+    layout_nchw_to_nhwc(want_nhwc, want_out, B, Co, H, W);
     check_close("out", got, want_nhwc, n_out, 1e-4);
     float *first = test_alloc_copy(got, n_out);
     unet_forward(m, d_out, d_sample, d_t, d_ctx, B, H, W, L);
@@ -80,7 +74,7 @@ static void run_config(Backend *be, const char *name) {
     unet_zero_grads(m);
     unet_backward(m, d_gs, d_gc, d_gout);
     dev_download(be, got, d_gs, n_in);
-    nchw_to_nhwc(want_nhwc, want_gs, B, C, H, W);
+    layout_nchw_to_nhwc(want_nhwc, want_gs, B, C, H, W);
     check_close("grad_sample", got, want_nhwc, n_in, 1e-3);
     dev_download(be, got, d_gc, n_ctx);
     check_close("grad_encoder_hidden_states", got, want_gc, n_ctx, 1e-3);
