@@ -74,11 +74,17 @@ if [ $quick -eq 0 ]; then
   log "op benchmarks (cuda, sd preset)"
   ./build-gpu/diffurl bench ops --device cuda --json "$OUT/bench_ops_cuda.json" >"$OUT/bench_ops_cuda.txt" 2>&1
   bench_rc=$?
+  log "UNet and sampling benchmarks (cuda, SD-1.5 config, fp32)"
+  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 2 --res 64 --device cuda --iters 5 \
+      >"$OUT/bench_unet_sd15.txt" 2>&1 || bench_rc=$?
+  ./build-gpu/diffurl bench sample --config bench/configs/sd15.json --batch 8 --res 64 --steps 20 --device cuda \
+      --iters 2 >"$OUT/bench_sample_sd15.txt" 2>&1 || bench_rc=$?
   echo
   echo "================ summary ================"
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc  bench rc=$bench_rc"
   grep -E "tests passed" "$OUT/ctest_gpu.log" "$OUT/ctest_cpu.log"
-  cat "$OUT/bench_ops_cuda.txt" | tail -60
+  tail -60 "$OUT/bench_ops_cuda.txt"
+  grep -A3 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_sample_sd15.txt"
 else
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc"
 fi
