@@ -436,23 +436,17 @@ const UNetParam *unet_find_param(const UNet *m, const char *name) {
     return NULL;
 }
 
-// OIHW (diffusers) ↔ OHWI (internal) for conv weights with a spatial kernel; other tensors are copied.
-static void oihw_to_ohwi(float *dst, const float *src, const int64_t *s) {
+// OIHW (diffusers) ↔ OHWI (internal) for conv weights with a spatial kernel: to_internal picks the direction.
+static void conv_weight_layout(float *dst, const float *src, const int64_t *s, bool to_internal) {
     int64_t O = s[0], I = s[1], KH = s[2], KW = s[3];
     for (int64_t o = 0; o < O; o++)
         for (int64_t i = 0; i < I; i++)
             for (int64_t y = 0; y < KH; y++)
-                for (int64_t x = 0; x < KW; x++)
-                    dst[((o * KH + y) * KW + x) * I + i] = src[((o * I + i) * KH + y) * KW + x];
-}
-
-static void ohwi_to_oihw(float *dst, const float *src, const int64_t *s) {
-    int64_t O = s[0], I = s[1], KH = s[2], KW = s[3];
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t i = 0; i < I; i++)
-            for (int64_t y = 0; y < KH; y++)
-                for (int64_t x = 0; x < KW; x++)
-                    dst[((o * I + i) * KH + y) * KW + x] = src[((o * KH + y) * KW + x) * I + i];
+                for (int64_t x = 0; x < KW; x++) {
+                    size_t ohwi = (size_t)(((o * KH + y) * KW + x) * I + i), oihw = (size_t)(((o * I + i) * KH + y) * KW + x);
+                    if (to_internal) dst[ohwi] = src[oihw];
+                    else dst[oihw] = src[ohwi];
+                }
 }
 
 void unet_write_param(UNet *m, const UNetParam *p, const float *host_src) {
@@ -460,7 +454,7 @@ void unet_write_param(UNet *m, const UNetParam *p, const float *host_src) {
     float *tmp = NULL;
     if (p->conv_layout) {
         tmp = DF_MALLOC(p->numel * sizeof(float), "conv weight transpose");
-        oihw_to_ohwi(tmp, host_src, p->shape);
+        conv_weight_layout(tmp, host_src, p->shape, true);
         src = tmp;
     }
     m->be->upload(m->be, m->params + p->offset, src, p->numel * sizeof(float));
@@ -475,7 +469,7 @@ void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient
     }
     float *tmp = DF_MALLOC(p->numel * sizeof(float), "conv weight transpose");
     m->be->download(m->be, tmp, dev, p->numel * sizeof(float));
-    ohwi_to_oihw(host_dst, tmp, p->shape);
+    conv_weight_layout(host_dst, tmp, p->shape, false);
     free(tmp);
 }
 
