@@ -450,6 +450,18 @@ static void bench_suite(Bench *b, const Preset *p) {
     }
 }
 
+// Writes root (pretty-printed) to path and frees it.
+static void write_json_file(cJSON *root, const char *path) {
+    char *text = cJSON_Print(root);
+    FILE *f = DF_FOPEN(path, "w");
+    DF_FWRITE(text, strlen(text), f, path);
+    DF_FWRITE("\n", 1, f, path);
+    DF_FCLOSE(f, path);
+    free(text);
+    cJSON_Delete(root);
+    printf("wrote %s\n", path);
+}
+
 static void write_json(const Bench *b, const char *path, const char *preset) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "device", b->be->name);
@@ -470,14 +482,7 @@ static void write_json(const Bench *b, const char *path, const char *preset) {
         cJSON_AddNumberToObject(o, "pct_of_ceiling", r->pct);
         cJSON_AddItemToArray(arr, o);
     }
-    char *text = cJSON_Print(root);
-    FILE *f = DF_FOPEN(path, "w");
-    DF_FWRITE(text, strlen(text), f, path);
-    DF_FWRITE("\n", 1, f, path);
-    DF_FCLOSE(f, path);
-    free(text);
-    cJSON_Delete(root);
-    printf("wrote %s\n", path);
+    write_json_file(root, path);
 }
 
 // ==== bench unet ========================================================================================
@@ -1126,14 +1131,7 @@ static int bench_unet(int argc, char **argv) {
         if (profile_rows) cJSON_AddItemToObject(root, "profile", profile_rows), profile_rows = NULL;
         cJSON_AddNumberToObject(root, "out_max_abs", out_max);
         if (!forward_only) cJSON_AddNumberToObject(root, "grad_norm", isfinite(grad_norm) ? grad_norm : -1.0);
-        char *text = cJSON_Print(root);
-        FILE *f = DF_FOPEN(json, "w");
-        DF_FWRITE(text, strlen(text), f, json);
-        DF_FWRITE("\n", 1, f, json);
-        DF_FCLOSE(f, json);
-        free(text);
-        cJSON_Delete(root);
-        printf("wrote %s\n", json);
+        write_json_file(root, json);
     }
 
     free(t_fwd), free(t_step), free(t_bwd);

@@ -271,3 +271,29 @@ int test_finish(const char *suite) {
     printf("%s: %d checks, %d failed\n", suite, test_checks, test_failures);
     return test_failures ? 1 : 0;
 }
+
+double abs_rel_err(const float *got, const float *want, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - (double)want[i]) / fmax(1.0, fabs((double)want[i]));
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
+float *ddim_random_coefs(TestRng *rng, int B, DdimPrediction pred, float clip, double eta) {
+    DdimSchedule s;
+    ddim_schedule_default(&s);
+    s.prediction = pred;
+    s.clip_sample = clip > 0;
+    s.clip_sample_range = clip > 0 ? clip : 1.0f;
+    int ts[20];
+    DF_CHECK(ddim_set_timesteps(&s, 20, ts) == 0, "timesteps");
+    float *coef = DF_MALLOC((size_t)B * DDIM_COEFS * sizeof(float), "coef");
+    for (int b = 0; b < B; b++) {
+        int t = ts[(int)test_uniform(rng, 0, 20) % 20];
+        DF_CHECK(ddim_coefs(&s, 20, t, eta, coef + (size_t)b * DDIM_COEFS) == 0, "coefs");
+    }
+    ddim_schedule_free(&s);
+    return coef;
+}

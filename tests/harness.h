@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "backend.h"
+#include "ddim.h"
 
 #define TEST_SKIP_CODE 77
 
@@ -64,6 +65,9 @@ float *increment(const float *after, const float *before, size_t n, double facto
 // ‖a − b‖ / ‖b‖ in double (‖a − b‖ when ‖b‖ == 0). NaN/inf anywhere gives +inf.
 double rel_error(const float *a, const float *b, size_t n);
 double max_abs_diff(const float *a, const float *b, size_t n);
+// max_i |a−b| / max(1, |b|): absolute near zero, relative for large values (log-probabilities ~ −1..−3).
+// NaN anywhere gives +inf.
+double abs_rel_err(const float *got, const float *want, size_t n);
 // Checks rel_error(got, want) <= tol and prints the name and the error.
 bool check_close(const char *what, const float *got, const float *want, size_t n, double tol);
 // check_close with the name "<tag>: <name>" (a test case's tag and the output compared).
@@ -106,6 +110,10 @@ uint16_t *dev_download_bf16_new(Backend *be, const uint16_t *dev, size_t n);
 // element out[b, oh, ow, co]: an independent reference for sampled elements. bias may be NULL.
 double conv2d_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh, int ow,
                        int co);
+
+// B DDIM coefficient rows (malloc'd) from the SD-1.x schedule, N = 20, random timesteps of it, with the given
+// prediction type, clip range (0: none) and eta.
+float *ddim_random_coefs(TestRng *rng, int B, DdimPrediction pred, float clip, double eta);
 
 // Prints the tally and returns the process exit code (0 when every check passed).
 int test_finish(const char *suite);

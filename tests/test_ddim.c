@@ -78,15 +78,6 @@ static size_t count_bit_diffs(const float *a, const float *b, size_t n) {
 }
 
 // |got − want| ≤ tol·max(1, |want|) for every element; returns the worst |Δ|/max(1, |want|).
-static double abs_rel_err(const float *got, const float *want, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]) / fmax(1.0, fabs((double)want[i]));
-        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-    }
-    return worst;
-}
-
 // Parsing must fail, with every NULL-terminated needle in the message.
 static void expect_refusal(const char *what, const char *json, ...) {
     DdimSchedule s;
@@ -637,24 +628,6 @@ static float *to_float(const double *x, size_t n) {
     return y;
 }
 
-// Random coefficient rows: from the SD schedule (N = 20, random timesteps), prediction and clip as asked.
-static float *random_coefs(TestRng *rng, int B, DdimPrediction pred, float clip, double eta) {
-    DdimSchedule s;
-    ddim_schedule_default(&s);
-    s.prediction = pred;
-    s.clip_sample = clip > 0;
-    s.clip_sample_range = clip > 0 ? clip : 1.0f;
-    int ts[20];
-    ddim_set_timesteps(&s, 20, ts);
-    float *coef = DF_MALLOC((size_t)B * DDIM_COEFS * sizeof(float), "coef");
-    for (int b = 0; b < B; b++) {
-        int t = ts[(int)test_uniform(rng, 0, 20) % 20];
-        DF_CHECK(ddim_coefs(&s, 20, t, eta, coef + (size_t)b * DDIM_COEFS) == 0, "coefs");
-    }
-    ddim_schedule_free(&s);
-    return coef;
-}
-
 static void test_random(Backend *be, Backend *be1, TestRng *rng) {
     printf("random inputs\n");
     typedef struct {
@@ -672,7 +645,7 @@ static void test_random(Backend *be, Backend *be1, TestRng *rng) {
         char tag[96];
         snprintf(tag, sizeof tag, "B=%d n=%zu %s clip=%g", sh.B, sh.n, sh.pred == DDIM_PRED_V ? "v" : "eps",
                  (double)sh.clip);
-        float *coef = random_coefs(rng, sh.B, sh.pred, sh.clip, 1.0);
+        float *coef = ddim_random_coefs(rng, sh.B, sh.pred, sh.clip, 1.0);
         float *x_t = test_alloc_normal(rng, N, 1.0f), *m = test_alloc_normal(rng, N, sh.clip > 0 ? 2.0f : 1.0f);
         float *noise = test_alloc_normal(rng, N, 1.0f), *d_lp = test_alloc_normal(rng, (size_t)sh.B, 1.0f);
 
@@ -747,7 +720,7 @@ static void test_statistics(Backend *be, TestRng *rng) {
     printf("statistics with Philox noise\n");
     const int B = 4;
     const size_t n = 4 * 64 * 64, N = (size_t)B * n;
-    float *coef = random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
+    float *coef = ddim_random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
     float *x_t = test_alloc_normal(rng, N, 1.0f), *m = test_alloc_normal(rng, N, 1.0f);
     float *noise = host_poison(N), *xp = host_poison(N), *mu = host_poison(N), *lp = host_poison(B);
     be->gaussian_fill(be, noise, N, 1234, 7, 0);

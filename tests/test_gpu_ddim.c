@@ -18,33 +18,6 @@
 #include "ddim.h"
 #include "harness.h"
 
-static double abs_rel_err(const float *got, const float *want, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]) / fmax(1.0, fabs((double)want[i]));
-        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-    }
-    return worst;
-}
-
-// Random coefficient rows: the SD schedule, N = 20, random timesteps, prediction and clip as asked.
-static float *random_coefs(TestRng *rng, int B, DdimPrediction pred, float clip, double eta) {
-    DdimSchedule s;
-    ddim_schedule_default(&s);
-    s.prediction = pred;
-    s.clip_sample = clip > 0;
-    s.clip_sample_range = clip > 0 ? clip : 1.0f;
-    int ts[20];
-    DF_CHECK(ddim_set_timesteps(&s, 20, ts) == 0, "timesteps");
-    float *coef = DF_MALLOC((size_t)B * DDIM_COEFS * sizeof(float), "coef");
-    for (int b = 0; b < B; b++) {
-        int t = ts[(int)test_uniform(rng, 0, 20) % 20];
-        DF_CHECK(ddim_coefs(&s, 20, t, eta, coef + (size_t)b * DDIM_COEFS) == 0, "coefs");
-    }
-    ddim_schedule_free(&s);
-    return coef;
-}
-
 // A device buffer of n floats starting 4 bytes past a 16-byte boundary (forces the scalar path), holding host
 // (or NaN when host is NULL). *base receives the allocation to free.
 static float *dev_unaligned(Backend *be, const float *host, size_t n, float **base) {
@@ -63,7 +36,7 @@ static void test_case(Backend *cpu, Backend *gpu, TestRng *rng, int B, size_t n,
     char tag[96];
     snprintf(tag, sizeof tag, "B=%d n=%zu %s clip=%g", B, n, pred == DDIM_PRED_V ? "v" : "eps", (double)clip);
     const size_t N = (size_t)B * n;
-    float *coef = random_coefs(rng, B, pred, clip, 1.0);
+    float *coef = ddim_random_coefs(rng, B, pred, clip, 1.0);
     float *x_t = test_alloc_normal(rng, N, 1.0f), *m = test_alloc_normal(rng, N, clip > 0 ? 2.0f : 1.0f);
     float *noise = test_alloc_normal(rng, N, 1.0f), *d_lp = test_alloc_normal(rng, (size_t)B, 1.0f);
 
@@ -154,7 +127,7 @@ static void test_case(Backend *cpu, Backend *gpu, TestRng *rng, int B, size_t n,
 static void test_philox(Backend *cpu, Backend *gpu, TestRng *rng) {
     const int B = 3;
     const size_t n = 4 * 16 * 16, N = (size_t)B * n;
-    float *coef = random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
+    float *coef = ddim_random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
     float *x_t = test_alloc_normal(rng, N, 1.0f), *m = test_alloc_normal(rng, N, 1.0f);
     float *z = host_poison(N), *xp = host_poison(N), *lp = host_poison(B);
     cpu->gaussian_fill(cpu, z, N, 99, 3, 1000);
@@ -176,7 +149,7 @@ static void test_philox(Backend *cpu, Backend *gpu, TestRng *rng) {
 static void bench(Backend *gpu, TestRng *rng) {
     const int B = 64, reps = 50;
     const size_t n = 4 * 64 * 64, N = (size_t)B * n;
-    float *coef = random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
+    float *coef = ddim_random_coefs(rng, B, DDIM_PRED_EPSILON, 0, 1.0);
     float *x = test_alloc_normal(rng, N, 1.0f), *d_lp = test_alloc_normal(rng, B, 1.0f);
     float *g_coef = dev_upload(gpu, coef, (size_t)B * DDIM_COEFS), *g_xt = dev_upload(gpu, x, N);
     float *g_m = dev_upload(gpu, x, N), *g_z = dev_upload(gpu, x, N), *g_xp = dev_poison(gpu, N);
