@@ -79,12 +79,24 @@ if [ $quick -eq 0 ]; then
       >"$OUT/bench_unet_sd15.txt" 2>&1 || bench_rc=$?
   ./build-gpu/diffurl bench sample --config bench/configs/sd15.json --batch 8 --res 64 --steps 20 --device cuda \
       --iters 2 >"$OUT/bench_sample_sd15.txt" 2>&1 || bench_rc=$?
+  log "UNet benchmark (cuda, SD-1.5 config, bf16 mixed precision, batch 8)"
+  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --iters 5 \
+      --precision bf16 --profile >"$OUT/bench_unet_sd15_bf16.txt" 2>&1 || bench_rc=$?
+  if python3 -c "import torch, diffusers" >/dev/null 2>&1; then
+    log "diffusers eager bf16 on the same config (bench/compare_torch.py)"
+    python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --dtype bf16 \
+        --iters 5 --diffurl ./build-gpu/diffurl --json "$OUT/compare_torch_sd15_bf16.json" \
+        >"$OUT/compare_torch_sd15_bf16.txt" 2>&1 || bench_rc=$?
+  else
+    log "no torch+diffusers on this machine: the PyTorch comparison is skipped" | tee "$OUT/compare_torch_skipped.txt"
+  fi
   echo
   echo "================ summary ================"
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc  bench rc=$bench_rc"
   grep -E "tests passed" "$OUT/ctest_gpu.log" "$OUT/ctest_cpu.log"
   tail -60 "$OUT/bench_ops_cuda.txt"
-  grep -A3 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_sample_sd15.txt"
+  grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
+  [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
 else
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc"
 fi

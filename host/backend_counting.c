@@ -91,6 +91,46 @@ static void nop_ddim(Backend *be, float *xp, float *lp, const float *x, const fl
 static void nop_ddim_b(Backend *be, float *dm, const float *dl, const float *x, const float *mo, const float *xp,
                        const float *c, int B, size_t n) {}
 
+// bf16 variants: the matrix ops count like their fp32 forms; the rest do nothing.
+static void count_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_w, float *d_b,
+                                       const uint16_t *d_out, const uint16_t *in, const uint16_t *w) {
+    count_conv2d_backward(be, s, d_in ? (float *)d_in : NULL, d_w, d_b, NULL, NULL, NULL);
+}
+static void count_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_w, float *d_b, const uint16_t *d_out,
+                                       const uint16_t *in, const uint16_t *w, int M, int K, int N) {
+    count_linear_backward(be, d_in ? (float *)d_in : NULL, d_w, d_b, NULL, NULL, NULL, M, K, N);
+}
+static void count_attention_forward_bf16(Backend *be, const AttentionShape *s, uint16_t *out, float *lse,
+                                         const uint16_t *q, const uint16_t *k, const uint16_t *v, float scale) {
+    count_attention_forward(be, s, NULL, NULL, NULL, NULL, NULL, scale);
+}
+static void count_attention_backward_bf16(Backend *be, const AttentionShape *s, uint16_t *d_q, uint16_t *d_k,
+                                          uint16_t *d_v, const uint16_t *d_out, const uint16_t *q, const uint16_t *k,
+                                          const uint16_t *v, const uint16_t *out, const float *lse, float scale) {
+    count_attention_backward(be, s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, scale);
+}
+static void nop_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                       const float *b, int B, int HW, int C, int G, float eps) {}
+static void nop_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {}
+static void nop_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                       const float *b, int N, int C, float eps) {}
+static void nop_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                       const float *m, const float *r, const float *g, int N, int C) {}
+static void nop_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {}
+static void nop_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i,
+                        size_t n) {}
+static void nop_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {}
+static void nop_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {}
+static void nop_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {}
+static void nop_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {}
+static void nop_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
+                        size_t n) {}
+static void nop_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {}
+static void nop_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {}
+static void nop_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {}
+static void nop_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {}
+
 Backend *backend_counting_create(void) {
     Backend *be = DF_CALLOC(1, sizeof(Backend), "counting backend");
     be->impl = DF_CALLOC(1, sizeof(CountingState), "counting backend state");
@@ -138,6 +178,25 @@ Backend *backend_counting_create(void) {
     be->cast_bf16_to_f32 = nop_from_bf16;
     be->ddim_step = nop_ddim;
     be->ddim_logprob_backward = nop_ddim_b;
+    be->conv2d_backward_bf16 = count_conv2d_backward_bf16;
+    be->linear_backward_bf16 = count_linear_backward_bf16;
+    be->group_norm_forward_bf16 = nop_gn_f16;
+    be->group_norm_backward_bf16 = nop_gn_b16;
+    be->layer_norm_forward_bf16 = nop_ln_f16;
+    be->layer_norm_backward_bf16 = nop_ln_b16;
+    be->activation_forward_bf16 = nop_act_f16;
+    be->activation_backward_bf16 = nop_act_b16;
+    be->geglu_forward_bf16 = nop_geglu_f16;
+    be->geglu_backward_bf16 = nop_geglu_b16;
+    be->attention_forward_bf16 = count_attention_forward_bf16;
+    be->attention_backward_bf16 = count_attention_backward_bf16;
+    be->upsample2x_forward_bf16 = nop_up_f16;
+    be->upsample2x_backward_bf16 = nop_up_b16;
+    be->axpby_bf16 = nop_axpby16;
+    be->add_broadcast_forward_bf16 = nop_bcast_f16;
+    be->add_broadcast_backward_bf16 = nop_bcast_b16;
+    be->concat_forward_bf16 = nop_cat_f16;
+    be->concat_backward_bf16 = nop_cat_b16;
     return be;
 }
 

@@ -527,12 +527,14 @@ static void reserve_free(Backend *be, void *ptr) {
 
 // FLOPs of one forward and of one backward (parameter gradients, no input gradients) for the whole batch;
 // also the activation arena unet_prepare sizes for this shape.
-static void count_unet_flops(const UNetConfig *cfg, int B, int H, int W, int L, double *fwd, double *bwd,
-                             size_t *arena_bytes, size_t *nparams) {
+static void count_unet_flops(const UNetConfig *cfg, int B, int H, int W, int L, UNetPrecision precision,
+                             bool recompute, double *fwd, double *bwd, size_t *arena_bytes, size_t *nparams) {
     Backend *be = backend_counting_create();
     be->alloc = reserve_alloc;
     be->free = reserve_free;
     UNet *m = unet_create(cfg, be);
+    unet_set_precision(m, precision);
+    unet_set_recompute(m, recompute);
     *nparams = unet_num_params(m);
     size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
     float *sample = be->alloc(be, n_in * sizeof(float));                                 // [B, H, W, Cin]
@@ -773,6 +775,95 @@ static void pw_copy(Backend *be, void *dst, const void *src, size_t bytes) {
 }
 static void pw_zero(Backend *be, void *dst, size_t bytes) { PROF_CALL("zero", zero(prof_inner, dst, bytes)); }
 
+// bf16 variants (the mixed-precision path): the same rows, marked bf16
+static void pw_conv_f16(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in, const uint16_t *w,
+                        const float *b) {
+    char name[48];
+    snprintf(name, sizeof name, "%s bf16", conv_kind(s, true));
+    PROF_CALL(name, conv2d_forward_bf16(prof_inner, s, out, in, w, b));
+}
+static void pw_conv_b16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_w, float *d_b,
+                        const uint16_t *d_out, const uint16_t *in, const uint16_t *w) {
+    char name[48];
+    snprintf(name, sizeof name, "%s bf16", conv_kind(s, false));
+    PROF_CALL(name, conv2d_backward_bf16(prof_inner, s, d_in, d_w, d_b, d_out, in, w));
+}
+static void pw_lin_f16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w, const float *b, int M,
+                       int K, int N) {
+    PROF_CALL("linear.fwd bf16", linear_forward_bf16(prof_inner, out, in, w, b, M, K, N));
+}
+static void pw_lin_b16(Backend *be, uint16_t *d_in, float *d_w, float *d_b, const uint16_t *d_out,
+                       const uint16_t *in, const uint16_t *w, int M, int K, int N) {
+    PROF_CALL("linear.bwd bf16", linear_backward_bf16(prof_inner, d_in, d_w, d_b, d_out, in, w, M, K, N));
+}
+static void pw_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                      const float *b, int B, int HW, int C, int G, float eps) {
+    PROF_CALL("group_norm.fwd bf16", group_norm_forward_bf16(prof_inner, o, m, r, i, g, b, B, HW, C, G, eps));
+}
+static void pw_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                      const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16(prof_inner, di, dg, db, dout, i, m, r, g, B, HW, C, G));
+}
+static void pw_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                      const float *b, int N, int C, float eps) {
+    PROF_CALL("layer_norm.fwd bf16", layer_norm_forward_bf16(prof_inner, o, m, r, i, g, b, N, C, eps));
+}
+static void pw_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                      const float *m, const float *r, const float *g, int N, int C) {
+    PROF_CALL("layer_norm.bwd bf16", layer_norm_backward_bf16(prof_inner, di, dg, db, dout, i, m, r, g, N, C));
+}
+static void pw_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
+    PROF_CALL(a == ACT_SILU ? "silu.fwd bf16" : "gelu.fwd bf16", activation_forward_bf16(prof_inner, a, o, i, n));
+}
+static void pw_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i, size_t n) {
+    PROF_CALL(a == ACT_SILU ? "silu.bwd bf16" : "gelu.bwd bf16", activation_backward_bf16(prof_inner, a, di, dout, i, n));
+}
+static void pw_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {
+    PROF_CALL("geglu.fwd bf16", geglu_forward_bf16(prof_inner, o, i, N, F));
+}
+static void pw_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {
+    PROF_CALL("geglu.bwd bf16", geglu_backward_bf16(prof_inner, di, dout, i, N, F));
+}
+static void pw_attn_f16(Backend *be, const AttentionShape *s, uint16_t *out, float *lse, const uint16_t *q,
+                        const uint16_t *k, const uint16_t *v, float scale) {
+    PROF_CALL(s->Lk == s->Lq ? "attention.fwd self bf16" : "attention.fwd cross bf16",
+              attention_forward_bf16(prof_inner, s, out, lse, q, k, v, scale));
+}
+static void pw_attn_b16(Backend *be, const AttentionShape *s, uint16_t *dq, uint16_t *dk, uint16_t *dv,
+                        const uint16_t *dout, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                        const uint16_t *out, const float *lse, float scale) {
+    PROF_CALL(s->Lk == s->Lq ? "attention.bwd self bf16" : "attention.bwd cross bf16",
+              attention_backward_bf16(prof_inner, s, dq, dk, dv, dout, q, k, v, out, lse, scale));
+}
+static void pw_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {
+    PROF_CALL("upsample2x.fwd bf16", upsample2x_forward_bf16(prof_inner, o, i, B, H, W, C));
+}
+static void pw_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {
+    PROF_CALL("upsample2x.bwd bf16", upsample2x_backward_bf16(prof_inner, di, dout, B, H, W, C));
+}
+static void pw_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
+                       size_t n) {
+    PROF_CALL("axpby (residual adds) bf16", axpby_bf16(prof_inner, o, alpha, a, beta, b, n));
+}
+static void pw_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {
+    PROF_CALL("add_broadcast.fwd bf16", add_broadcast_forward_bf16(prof_inner, o, i, v, B, R, C));
+}
+static void pw_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {
+    PROF_CALL("add_broadcast.bwd bf16", add_broadcast_backward_bf16(prof_inner, dv, dout, B, R, C));
+}
+static void pw_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {
+    PROF_CALL("concat.fwd bf16", concat_forward_bf16(prof_inner, o, a, b, N, Ca, Cb));
+}
+static void pw_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {
+    PROF_CALL("concat.bwd bf16", concat_backward_bf16(prof_inner, da, db, dout, N, Ca, Cb));
+}
+static void pw_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) {
+    PROF_CALL("cast f32->bf16", cast_f32_to_bf16(prof_inner, o, i, n));
+}
+static void pw_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) {
+    PROF_CALL("cast bf16->f32", cast_bf16_to_f32(prof_inner, o, i, n));
+}
+
 // The profiling backend over `inner` (which stays the owner of the device state: destroy `inner`, free this).
 static Backend *profiling_backend(Backend *inner) {
     prof_inner = inner;
@@ -802,6 +893,29 @@ static Backend *profiling_backend(Backend *inner) {
     be->add_broadcast_backward = pw_bcast_b;
     be->concat_forward = pw_cat_f;
     be->concat_backward = pw_cat_b;
+    be->conv2d_forward_bf16 = pw_conv_f16;
+    be->conv2d_backward_bf16 = pw_conv_b16;
+    be->linear_forward_bf16 = pw_lin_f16;
+    be->linear_backward_bf16 = pw_lin_b16;
+    be->group_norm_forward_bf16 = pw_gn_f16;
+    be->group_norm_backward_bf16 = pw_gn_b16;
+    be->layer_norm_forward_bf16 = pw_ln_f16;
+    be->layer_norm_backward_bf16 = pw_ln_b16;
+    be->activation_forward_bf16 = pw_act_f16;
+    be->activation_backward_bf16 = pw_act_b16;
+    be->geglu_forward_bf16 = pw_geglu_f16;
+    be->geglu_backward_bf16 = pw_geglu_b16;
+    be->attention_forward_bf16 = pw_attn_f16;
+    be->attention_backward_bf16 = pw_attn_b16;
+    be->upsample2x_forward_bf16 = pw_up_f16;
+    be->upsample2x_backward_bf16 = pw_up_b16;
+    be->axpby_bf16 = pw_axpby16;
+    be->add_broadcast_forward_bf16 = pw_bcast_f16;
+    be->add_broadcast_backward_bf16 = pw_bcast_b16;
+    be->concat_forward_bf16 = pw_cat_f16;
+    be->concat_backward_bf16 = pw_cat_b16;
+    be->cast_f32_to_bf16 = pw_to_bf16;
+    be->cast_bf16_to_f32 = pw_from_bf16;
     be->copy = pw_copy;
     be->zero = pw_zero;
     return be;
@@ -860,7 +974,7 @@ static cJSON *json_samples_ms(const double *v, int n) {
 }
 
 static void print_timing(const char *what, Stats st, int B, int iters, double flops_per_sample) {
-    printf("  %-17s %9.2f ms/sample  (%.2f ms per batch of %d; median of %d, min %.2f, max %.2f)  %.3f TFLOP/s\n",
+    printf("  %-18s %9.2f ms/sample  (%.2f ms per batch of %d; median of %d, min %.2f, max %.2f)  %.3f TFLOP/s\n",
            what, st.median * 1e3 / B, st.median * 1e3, B, iters, st.min * 1e3, st.max * 1e3,
            flops_per_sample * B / st.median * 1e-12);
 }
@@ -873,25 +987,30 @@ static void print_flops(double ff, double fb) {
 }
 
 // Returns the total.
-static double print_memory_plan(size_t nparams, size_t arena_bytes, size_t io_bytes) {
-    char b1[32], b2[32], b3[32], b4[32], b5[32];
+static double print_memory_plan(size_t nparams, size_t arena_bytes, size_t io_bytes, UNetPrecision precision,
+                                bool recompute) {
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
     double pbytes = (double)nparams * sizeof(float);
-    double planned = 2.0 * pbytes + (double)arena_bytes + (double)io_bytes;
-    printf("memory (exact sizes of diffurl's allocations, fp32):\n"
-           "  parameters %s, gradients %s, activation arena %s (unet_prepare: forward saves + backward "
-           "temporaries at this shape),\n  inputs/outputs %s; total %s\n",
-           fmt_bytes(b1, sizeof b1, pbytes), fmt_bytes(b2, sizeof b2, pbytes),
+    double wbytes = precision == UNET_BF16 ? (double)nparams * sizeof(uint16_t) : 0.0;  // bf16 working weights
+    double planned = 2.0 * pbytes + wbytes + (double)arena_bytes + (double)io_bytes;
+    printf("memory (exact sizes of diffurl's allocations; %s activations%s):\n"
+           "  parameters %s (fp32 master), gradients %s (fp32), bf16 working weights %s, activation arena %s "
+           "(unet_prepare: forward saves + backward temporaries at this shape),\n  inputs/outputs %s; total %s\n",
+           unet_precision_name(precision), recompute ? ", block recompute" : "", fmt_bytes(b1, sizeof b1, pbytes),
+           fmt_bytes(b2, sizeof b2, pbytes), fmt_bytes(b6, sizeof b6, wbytes),
            fmt_bytes(b3, sizeof b3, (double)arena_bytes), fmt_bytes(b4, sizeof b4, (double)io_bytes),
            fmt_bytes(b5, sizeof b5, planned));
     return planned;
 }
 
 static int bench_unet(int argc, char **argv) {
-    const char *config_path = NULL, *device = "cpu", *json = NULL;
+    const char *config_path = NULL, *device = "cpu", *json = NULL, *precision_name = "fp32";
     int batch = 2, res = 0, context = 77, iters = 5, warmup = 1, threads = 0, seed = 1;
-    bool forward_only = false, plan_only = false, profile = false;
+    bool forward_only = false, plan_only = false, profile = false, recompute = false;
     Option options[] = {
         {"config", OPT_STRING, &config_path, "diffusers UNet config.json (e.g. bench/configs/sd15.json)"},
+        {"precision", OPT_STRING, &precision_name, "fp32, or bf16 (bf16 activations, fp32 master weights)"},
+        {"recompute", OPT_FLAG, &recompute, "gradient checkpointing: recompute each block in backward"},
         {"batch", OPT_INT, &batch, "batch size B"},
         {"res", OPT_INT, &res, "sample height = width, in latent pixels (0: the config's sample_size)"},
         {"context", OPT_INT, &context, "context length L (encoder_hidden_states tokens)"},
@@ -923,6 +1042,11 @@ static int bench_unet(int argc, char **argv) {
                         "--warmup >= 0, --threads >= 0\n");
         return 2;
     }
+    UNetPrecision precision;
+    if (unet_precision_parse(precision_name, &precision) < 0) {
+        fprintf(stderr, "diffurl bench unet: --precision: %s\n", df_error_message());
+        return 2;
+    }
     UNetConfig cfg;
     if (unet_config_load(&cfg, config_path) < 0) {
         fprintf(stderr, "diffurl bench unet: %s\n", df_error_message());
@@ -946,7 +1070,7 @@ static int bench_unet(int argc, char **argv) {
     // FLOPs and the memory plan, counted (no device work, nothing allocated)
     double fwd_flops, bwd_flops;
     size_t arena_bytes, nparams;
-    count_unet_flops(&cfg, B, H, W, L, &fwd_flops, &bwd_flops, &arena_bytes, &nparams);
+    count_unet_flops(&cfg, B, H, W, L, precision, recompute, &fwd_flops, &bwd_flops, &arena_bytes, &nparams);
     size_t n_in = (size_t)B * H * W * cfg.in_channels, n_out = (size_t)B * H * W * cfg.out_channels;
     size_t n_ctx = (size_t)B * L * cfg.cross_attention_dim;
     size_t io_bytes = (n_in + (size_t)B + n_ctx + 2 * n_out) * sizeof(float);
@@ -954,7 +1078,7 @@ static int bench_unet(int argc, char **argv) {
     if (plan_only) {
         printf("parameters: %zu (%.2fM)\n", nparams, nparams * 1e-6);
         print_flops(ff, fb);
-        print_memory_plan(nparams, arena_bytes, io_bytes);
+        print_memory_plan(nparams, arena_bytes, io_bytes, precision, recompute);
         if (json) printf("(--json is not written with --plan: there are no timings)\n");
         return 0;
     }
@@ -967,6 +1091,8 @@ static int bench_unet(int argc, char **argv) {
 
     // the model
     UNet *m = unet_create(&cfg, be);
+    unet_set_precision(m, precision);
+    unet_set_recompute(m, recompute);
     double api_fwd_flops = unet_forward_flops(m, B, H, W, L);
     if (fabs(api_fwd_flops - fwd_flops) > 1e-9 * fwd_flops)
         printf("warning: forward FLOPs disagree: unet_forward_flops %.6g, counted run %.6g\n", api_fwd_flops,
@@ -1018,6 +1144,17 @@ static int bench_unet(int argc, char **argv) {
         printf("forward %d/%d: %.1f ms\n", i + 1, iters, t_fwd[i] * 1e3);
         fflush(stdout);
     }
+    double *t_inf = DF_CALLOC((size_t)iters, sizeof(double), "times");
+    size_t infer_arena = unet_prepare_inference(m, B, H, W, L);
+    for (int i = 0; i < iters; i++) {
+        be->synchronize(be);
+        double t0 = df_time_seconds();
+        unet_forward_inference(m, out, sample, tsteps, ctx, B, H, W, L);
+        be->synchronize(be);
+        t_inf[i] = df_time_seconds() - t0;
+        printf("inference forward %d/%d: %.1f ms\n", i + 1, iters, t_inf[i] * 1e3);
+        fflush(stdout);
+    }
     if (!forward_only) {
         for (int i = 0; i < iters; i++) {
             be->synchronize(be);
@@ -1067,15 +1204,19 @@ static int bench_unet(int argc, char **argv) {
     Stats sb = forward_only ? (Stats){0} : stats_of(t_bwd, iters);
     printf("\nresults (%s, B=%d, %dx%d, L=%d):\n", be->name, B, H, W, L);
     print_timing("forward", sf, B, iters, ff);
+    Stats si = stats_of(t_inf, iters);
+    print_timing("inference forward", si, B, iters, ff);
     if (!forward_only) {
         print_timing("forward+backward", ss, B, iters, ff + fb);
-        printf("  %-17s %9.2f ms/sample  (median of the backward part of each forward+backward)\n", "  backward part",
+        printf("  %-18s %9.2f ms/sample  (median of the backward part of each forward+backward)\n", "  backward part",
                sb.median * 1e3 / B);
     }
     print_flops(ff, fb);
     double pbytes = (double)nparams * sizeof(float);
-    double planned = print_memory_plan(nparams, arena_bytes, io_bytes);
+    double planned = print_memory_plan(nparams, arena_bytes, io_bytes, precision, recompute);
     char b1[32], b2[32], b3[32], b4[32];
+    printf("  inference forward (sampling; nothing kept for backward): arena %s\n",
+           fmt_bytes(b1, sizeof b1, (double)infer_arena));
     double rss = peak_rss_bytes();
     printf("  measured: peak RSS of this process %s (VmHWM: binary, libraries, OpenBLAS buffers included)\n",
            fmt_bytes(b1, sizeof b1, rss));
@@ -1097,6 +1238,8 @@ static int bench_unet(int argc, char **argv) {
         cJSON_AddStringToObject(root, "device", be->name);
         cJSON_AddStringToObject(root, "device_kind", be->kind == DEV_CUDA ? "cuda" : "cpu");
         cJSON_AddStringToObject(root, "config", config_path);
+        cJSON_AddStringToObject(root, "precision", unet_precision_name(precision));
+        cJSON_AddBoolToObject(root, "recompute", recompute);
         cJSON_AddNumberToObject(root, "batch", B);
         cJSON_AddNumberToObject(root, "height", H);
         cJSON_AddNumberToObject(root, "width", W);
@@ -1109,6 +1252,8 @@ static int bench_unet(int argc, char **argv) {
         cJSON_AddNumberToObject(root, "forward_ms_per_sample", sf.median * 1e3 / B);
         cJSON_AddNumberToObject(root, "forward_tflops", ff * B / sf.median * 1e-12);
         cJSON_AddItemToObject(root, "forward_ms_per_batch", json_samples_ms(t_fwd, iters));
+        cJSON_AddNumberToObject(root, "inference_ms_per_sample", si.median * 1e3 / B);
+        cJSON_AddItemToObject(root, "inference_ms_per_batch", json_samples_ms(t_inf, iters));
         if (!forward_only) {
             cJSON_AddNumberToObject(root, "fwd_bwd_ms_per_sample", ss.median * 1e3 / B);
             cJSON_AddNumberToObject(root, "fwd_bwd_tflops", (ff + fb) * B / ss.median * 1e-12);
@@ -1119,6 +1264,7 @@ static int bench_unet(int argc, char **argv) {
         cJSON_AddNumberToObject(mem, "params", pbytes);
         cJSON_AddNumberToObject(mem, "grads", pbytes);
         cJSON_AddNumberToObject(mem, "activation_arena", (double)arena_bytes);
+        cJSON_AddNumberToObject(mem, "inference_arena", (double)infer_arena);
         cJSON_AddNumberToObject(mem, "inputs_outputs", (double)io_bytes);
         cJSON_AddNumberToObject(mem, "planned_total", planned);
         cJSON_AddNumberToObject(mem, "peak_rss", rss);
@@ -1134,7 +1280,7 @@ static int bench_unet(int argc, char **argv) {
         write_json_file(root, json);
     }
 
-    free(t_fwd), free(t_step), free(t_bwd);
+    free(t_fwd), free(t_inf), free(t_step), free(t_bwd);
     float *bufs[5] = {sample, tsteps, ctx, out, d_out};
     for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
     cJSON_Delete(profile_rows);  // (NULL when it went into the JSON)
@@ -1164,11 +1310,12 @@ static void run_ddim_step(Backend *be, void *p) {
 // `diffurl bench sample`: trajectories per second and UNet evaluations per second of the DDIM sampler with
 // guidance at a config/batch/steps, and the share of the time spent in the fused step + log-prob op.
 static int bench_sample(int argc, char **argv) {
-    const char *config_path = NULL, *device = "cpu";
+    const char *config_path = NULL, *device = "cpu", *precision_name = "fp32";
     int batch = 4, res = 0, context = 77, steps = 20, iters = 2, seed = 1;
     double guidance = 5.0, eta = 1.0;
     Option options[] = {
         {"config", OPT_STRING, &config_path, "diffusers UNet config.json (e.g. bench/configs/small16.json)"},
+        {"precision", OPT_STRING, &precision_name, "UNet precision: fp32, or bf16 (trajectories stay fp32)"},
         {"batch", OPT_INT, &batch, "trajectories per run (one device batch; the UNet sees 2x with guidance)"},
         {"res", OPT_INT, &res, "sample height = width (0: the config's sample_size)"},
         {"context", OPT_INT, &context, "context length L"},
@@ -1189,6 +1336,11 @@ static int bench_sample(int argc, char **argv) {
         fprintf(stderr, "diffurl bench sample: --config is required; batch, steps, iters, context >= 1\n");
         return 2;
     }
+    UNetPrecision precision;
+    if (unet_precision_parse(precision_name, &precision) < 0) {
+        fprintf(stderr, "diffurl bench sample: --precision: %s\n", df_error_message());
+        return 2;
+    }
     UNetConfig cfg;
     if (unet_config_load(&cfg, config_path) < 0) {
         fprintf(stderr, "diffurl bench sample: %s\n", df_error_message());
@@ -1204,6 +1356,7 @@ static int bench_sample(int argc, char **argv) {
     printf("device: %s\n", be->name);
     UNet *m = unet_create(&cfg, be);
     init_random_params(m, be, (uint64_t)seed);
+    unet_set_precision(m, precision);
     DdimSchedule sched;
     ddim_schedule_default(&sched);
     int B = batch, H = res, C = cfg.in_channels, L = context, D = cfg.cross_attention_dim;

@@ -37,6 +37,7 @@ static bool is_file(const char *path) {
 
 int cmd_sample(int argc, char **argv) {
     const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *device = "cpu", *png = NULL;
+    const char *precision_name = "fp32";
     int steps = 20, seed = 0, max_batch = 0;
     double eta = 1.0, guidance = 5.0;
     bool quiet = false;
@@ -51,6 +52,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", OPT_INT, &seed, "noise seed (ignored for steps given in 'noise')"},
         {"batch", OPT_INT, &max_batch, "samples per device batch (0: all)"},
         {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
+        {"precision", OPT_STRING, &precision_name, "UNet precision: fp32, or bf16 (latents and log-probs stay fp32)"},
         {"png", OPT_STRING, &png, "also write the final samples as a PNG grid (pixel-space models)"},
         {"quiet", OPT_FLAG, &quiet, "no per-step progress"},
     };
@@ -65,6 +67,11 @@ int cmd_sample(int argc, char **argv) {
     }
     if (seed < 0) {
         fprintf(stderr, "diffurl sample: --seed must be >= 0\n");
+        return 2;
+    }
+    UNetPrecision precision;
+    if (unet_precision_parse(precision_name, &precision) < 0) {
+        fprintf(stderr, "diffurl sample: --precision: %s\n", df_error_message());
         return 2;
     }
     print_options(&table);
@@ -92,6 +99,7 @@ int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "diffurl sample: %s\n", df_error_message());
         goto done;
     }
+    unet_set_precision(m, precision);
     if (safetensors_open(&in, in_path) < 0) {
         fprintf(stderr, "diffurl sample: %s\n", df_error_message());
         goto done;

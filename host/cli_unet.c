@@ -48,7 +48,7 @@ static bool shape_is(const char *path, const char *name, const int64_t *got, con
 }
 
 int cmd_unet(int argc, char **argv) {
-    const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *device = "cpu";
+    const char *model_dir = NULL, *in_path = NULL, *out_path = NULL, *device = "cpu", *precision_name = "fp32";
     bool backward = false;
     Option options[] = {
         {"model", OPT_STRING, &model_dir, "diffusers UNet folder (or pipeline folder with unet/)"},
@@ -57,6 +57,7 @@ int cmd_unet(int argc, char **argv) {
         {"out", OPT_STRING, &out_path, "outputs: out (+ grad_sample, grad_encoder_hidden_states, grad/<param>)"},
         {"backward", OPT_FLAG, &backward, "also run backward for the gradient of sum(out * grad_out)"},
         {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
+        {"precision", OPT_STRING, &precision_name, "fp32, or bf16 (bf16 activations, fp32 master weights; files stay F32)"},
     };
     OptionTable table = {"unet", "Runs one UNet forward (and backward) on tensors from a safetensors file.", "",
                          options, (int)(sizeof options / sizeof options[0])};
@@ -67,6 +68,11 @@ int cmd_unet(int argc, char **argv) {
         fprintf(stderr, "diffurl unet: --model, --in and --out are required (see diffurl unet --help)\n");
         return 2;
     }
+    UNetPrecision precision;
+    if (unet_precision_parse(precision_name, &precision) < 0) {
+        fprintf(stderr, "diffurl unet: --precision: %s\n", df_error_message());
+        return 2;
+    }
     Backend *be = backend_create_by_name(device);
     UNet *m = unet_load(model_dir, be);
     if (!m) {
@@ -74,6 +80,7 @@ int cmd_unet(int argc, char **argv) {
         backend_destroy(be);
         return 1;
     }
+    unet_set_precision(m, precision);
     const UNetConfig *cfg = unet_config(m);
     SafeTensorsFile in;
     if (safetensors_open(&in, in_path) < 0) {

@@ -84,7 +84,7 @@ static int run_steps(const SamplerConfig *cfg, const SamplerConditioning *cond, 
             for (int r = 0; r < rows; r++) t_host[r] = (float)t;
             be->upload(be, t_dev, t_host, (size_t)rows * sizeof(float));
             if (cfg_on) be->copy(be, x + (size_t)bc * n, x, (size_t)bc * n * sizeof(float));
-            unet_forward(m, model_out, x, t_dev, ctx, rows, H, W, L);  // [rows, H, W, C]
+            unet_forward_inference(m, model_out, x, t_dev, ctx, rows, H, W, L);  // [rows, H, W, C]
             if (cfg_on) {
                 // ε̂ = ε_u + w·(ε_c − ε_u), in that order (diffusers / ddpo)
                 float *eu = model_out, *ec = model_out + (size_t)bc * n;

@@ -23,6 +23,9 @@
 
 #define UNET_NAME_LEN_C 160  // == sizeof(UNetParam.name)
 
+// An activation: fp32 elements, or bf16 in the mixed-precision mode (see "Precision" below).
+typedef void Act;
+
 typedef struct {
     size_t w, b;  // offsets into params/grads
     bool bias;
@@ -35,7 +38,7 @@ typedef struct {
     char module[UNET_NAME_LEN_C];  // diffusers module path, e.g. down_blocks.0.attentions.0....attn1.to_q
     size_t a, b;                   // offsets into lora_params / lora_grads
     int in, out;
-    float *u;                      // saved by forward: x Aᵀ [rows, r]
+    Act *u;                        // saved by forward: x Aᵀ [rows, r]
 } Lora;
 
 typedef struct {
@@ -57,9 +60,10 @@ typedef struct {
     Lin temb;
     // saved by forward
     int B, H, W;
-    const float *x;                   // [B, HW, cin]
-    float *mean1, *rstd1, *n1, *a1;   // GN1 stats, GN1 out (SiLU in), SiLU out (conv1 in)
-    float *h2, *mean2, *rstd2, *n2, *a2;
+    const Act *x;                    // [B, HW, cin]
+    float *mean1, *rstd1, *mean2, *rstd2;  // GN statistics [B, G]
+    Act *n1, *a1;                    // GN1 out (SiLU in), SiLU out (conv1 in)
+    Act *h2, *n2, *a2;
 } Resnet;
 
 typedef struct {
@@ -68,8 +72,9 @@ typedef struct {
     int heads, dim;
     bool cross;  // keys/values from the context
     int B, Lq, Lk;
-    const float *x, *src;  // query input [B, Lq, dim]; key/value input [B, Lk, src_dim]
-    float *q_, *k_, *v_, *att, *lse;
+    const Act *x, *src;  // query input [B, Lq, dim]; key/value input [B, Lk, src_dim]
+    Act *q_, *k_, *v_, *att;
+    float *lse;
 } Attn;
 
 typedef struct {
@@ -78,8 +83,9 @@ typedef struct {
     Attn attn1, attn2;
     Lin ff_proj, ff_out;  // GEGLU: dim → 2·4dim, then 4dim → dim
     // saved
-    const float *h0;
-    float *m1, *r1, *n1, *h1, *m2, *r2, *n2, *h2, *m3, *r3, *n3, *p, *g;
+    const Act *h0;
+    float *m1, *r1, *m2, *r2, *m3, *r3;  // LN statistics [rows]
+    Act *n1, *h1, *n2, *h2, *n3, *p, *g;
 } TBlock;
 
 typedef struct {
@@ -89,8 +95,9 @@ typedef struct {
     TBlock *blocks;
     // saved
     int B, HW;
-    const float *x;
-    float *mean, *rstd, *n, *hin, *hout;
+    const Act *x, *hout;
+    float *mean, *rstd;
+    Act *n, *hin;
 } Tx2D;
 
 typedef struct {
@@ -101,7 +108,7 @@ typedef struct {
     Conv sample_conv;
     // saved
     int H, W;  // spatial size at the block's resnets
-    float *up_in;  // upsample: the nearest-2× output (conv input)
+    Act *up_in;  // upsample: the nearest-2× output (conv input)
 } Level;
 
 struct UNet {
@@ -127,16 +134,23 @@ struct UNet {
 
     // saved by forward
     int B, H, W, L;
-    const float *sample, *t, *ctx;
-    float *tsin, *l1, *a1, *emb, *emb_act;
-    float **skips;
+    const float *sample, *t, *ctx;   // the caller's fp32 inputs
+    const Act *sample_act, *ctx_act;  // the same in the activation type (copies in bf16 mode)
+    float *tsin, *l1, *a1, *emb, *emb_act;  // time-embedding path (fp32)
+    Act **skips;
     int nskips;
-    float *gn_mean, *gn_rstd, *gn_n, *gn_a;
-    float *h_final;  // conv_out input side: GN input
+    float *gn_mean, *gn_rstd;
+    Act *gn_n, *gn_a;
+    const Act *h_final;  // conv_out input side: GN input
     // backward accumulators
     float *d_emb_act, *d_ctx;
-    float *hold[2];  // block input gradients (see hold_gradient)
+    Act *hold[2];  // block input gradients (see hold_gradient)
     bool recompute;
+    // inference (unet_forward_inference): nothing kept for backward, in its own, smaller arena
+    bool inference;
+    Arena infer_act;
+    int infer_shape[4];
+    bool backward_ready;  // the last forward saved what unet_backward needs
 
     // LoRA: adapters, their parameters (one allocation) and gradients; train_base = full fine-tuning
     Lora *loras;
@@ -147,6 +161,12 @@ struct UNet {
     size_t lora_total;
     float *lora_params, *lora_grads;
     bool train_base;
+
+    // bf16 mixed precision: activations in bf16, conv/linear weights from bf16 working copies of the fp32
+    // master parameters (one allocation each), re-cast before a forward whenever they may have changed
+    bool bf16;
+    uint16_t *params_bf16, *lora_bf16;
+    bool bf16_stale;
 };
 
 // ---- parameter table ----------------------------------------------------------------------------------
@@ -395,11 +415,14 @@ void unet_free(UNet *m) {
     }
     free(m->mid_tx.blocks);
     if (m->act.base) arena_free(&m->act);
+    if (m->infer_act.base) arena_free(&m->infer_act);
     m->be->free(m->be, m->params);
     if (m->grads) m->be->free(m->be, m->grads);
     free(m->skips);
     free(m->table);
     if (m->lora_params) m->be->free(m->be, m->lora_params);
+    if (m->params_bf16) m->be->free(m->be, m->params_bf16);
+    if (m->lora_bf16) m->be->free(m->be, m->lora_bf16);
     if (m->lora_grads) m->be->free(m->be, m->lora_grads);
     free(m->loras);
     free(m->lora_table);
@@ -418,7 +441,10 @@ static size_t table_numel(const UNetParam *table, int count) {
 }
 
 size_t unet_num_params(const UNet *m) { return table_numel(m->table, m->nparams); }
-float *unet_params(UNet *m) { return m->params; }
+float *unet_params(UNet *m) {
+    m->bf16_stale = true;  // a writable pointer: the bf16 working copy is re-cast before the next forward
+    return m->params;
+}
 
 float *unet_grads(UNet *m) {
     if (!m->grads) {
@@ -458,6 +484,7 @@ void unet_write_param(UNet *m, const UNetParam *p, const float *host_src) {
         src = tmp;
     }
     m->be->upload(m->be, m->params + p->offset, src, p->numel * sizeof(float));
+    m->bf16_stale = true;
     free(tmp);
 }
 
@@ -474,123 +501,267 @@ void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient
 }
 
 // ---- op helpers ---------------------------------------------------------------------------------------
+//
+// Precision. In fp32 mode every activation is fp32. In bf16 mode (unet_set_precision) every activation —
+// block inputs and outputs, norm and SiLU outputs, q/k/v, attention outputs, skips, and all their gradients —
+// is stored as bf16 and the ops run their *_bf16 variants (fp32 arithmetic inside); conv/linear weights come
+// from a bf16 working copy of the fp32 master parameters. What stays fp32: the time-embedding path ([B, T]
+// vectors and its linears), norm statistics, attention lse, biases/gammas/betas, every parameter gradient, and
+// the caller's inputs and outputs (cast at the model's boundary). An activation is an `Act`: storage whose
+// element type is the mode's (see Act above); the op_* helpers below dispatch on the mode.
 
 #define P(off) (m->params + (off))
 // Base-parameter gradient, or NULL (not computed) when only the LoRA adapters are trained.
 #define G(off) (m->train_base ? m->grads + (off) : NULL)
 #define PL(off) (m->lora_params + (off))
 #define GL(off) (m->lora_grads + (off))
+// bf16 working copies of the matrix weights (NULL in fp32 mode)
+#define W16(off) (m->bf16 ? m->params_bf16 + (off) : NULL)
+#define WL16(off) (m->bf16 ? m->lora_bf16 + (off) : NULL)
+#define H16(p) ((uint16_t *)(p))
+#define CH16(p) ((const uint16_t *)(p))
 
-// acc += x (n floats)
-static void add_into(UNet *m, float *acc, const float *x, size_t n) { m->be->axpby(m->be, acc, 1.0f, acc, 1.0f, x, n); }
+static size_t act_bytes(const UNet *m, size_t n) { return n * (m->bf16 ? sizeof(uint16_t) : sizeof(float)); }
 
-static float *act(UNet *m, size_t n) {
+// n activation elements in the mode's storage type, from the current arena.
+static Act *act(UNet *m, size_t n) {
+    int64_t shape[1] = {(int64_t)n};
+    return arena_tensor(m->cur, m->bf16 ? DT_BF16 : DT_F32, 1, shape).data;
+}
+
+// n fp32 elements from the current arena, in either mode (statistics, lse, the time-embedding path).
+static float *f32(UNet *m, size_t n) {
     int64_t shape[1] = {(int64_t)n};
     return (float *)arena_tensor(m->cur, DT_F32, 1, shape).data;
 }
 
-static void lin_fwd(UNet *m, const Lin *l, float *out, const float *in, int rows) {
+static void op_axpby(UNet *m, Act *out, float a, const Act *x, float b, const Act *y, size_t n) {
+    if (m->bf16) m->be->axpby_bf16(m->be, H16(out), a, CH16(x), b, CH16(y), n);
+    else m->be->axpby(m->be, out, a, x, b, y, n);
+}
+// acc += x (n elements)
+static void add_into(UNet *m, Act *acc, const Act *x, size_t n) { op_axpby(m, acc, 1.0f, acc, 1.0f, x, n); }
+static void act_copy(UNet *m, Act *dst, const Act *src, size_t n) { m->be->copy(m->be, dst, src, act_bytes(m, n)); }
+
+// fp32 caller tensor → activation (a copy in bf16 mode; the same pointer in fp32 mode)
+static const Act *act_from_f32(UNet *m, const float *x, size_t n) {
+    if (!m->bf16) return x;
+    Act *a = act(m, n);
+    m->be->cast_f32_to_bf16(m->be, H16(a), x, n);
+    return a;
+}
+// activation → fp32 caller tensor (=)
+static void act_to_f32(UNet *m, float *dst, const Act *a, size_t n) {
+    if (m->bf16) m->be->cast_bf16_to_f32(m->be, dst, CH16(a), n);
+    else if (dst != a) m->be->copy(m->be, dst, a, n * sizeof(float));
+}
+
+static void op_silu_fwd(UNet *m, Act *out, const Act *in, size_t n) {
+    if (m->bf16) m->be->activation_forward_bf16(m->be, ACT_SILU, H16(out), CH16(in), n);
+    else m->be->activation_forward(m->be, ACT_SILU, out, in, n);
+}
+static void op_silu_bwd(UNet *m, Act *d_in, const Act *d_out, const Act *in, size_t n) {
+    if (m->bf16) m->be->activation_backward_bf16(m->be, ACT_SILU, H16(d_in), CH16(d_out), CH16(in), n);
+    else m->be->activation_backward(m->be, ACT_SILU, d_in, d_out, in, n);
+}
+
+static void op_gn_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int B, int HW) {
     Backend *be = m->be;
-    be->linear_forward(be, out, in, P(l->w), l->bias ? P(l->b) : NULL, rows, l->in, l->out);  // [rows, out]
+    if (m->bf16)
+        be->group_norm_forward_bf16(be, H16(out), mean, rstd, CH16(x), P(nm->g), P(nm->b), B, HW, nm->C, nm->G, nm->eps);
+    else
+        be->group_norm_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), B, HW, nm->C, nm->G, nm->eps);
+}
+static void op_gn_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
+                      const float *rstd, int B, int HW) {
+    Backend *be = m->be;
+    if (m->bf16)
+        be->group_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd, P(nm->g), B,
+                                     HW, nm->C, nm->G);
+    else
+        be->group_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), B, HW, nm->C, nm->G);
+}
+
+static void op_ln_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int rows) {
+    Backend *be = m->be;
+    if (m->bf16) be->layer_norm_forward_bf16(be, H16(out), mean, rstd, CH16(x), P(nm->g), P(nm->b), rows, nm->C, nm->eps);
+    else be->layer_norm_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), rows, nm->C, nm->eps);
+}
+static void op_ln_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
+                      const float *rstd, int rows) {
+    Backend *be = m->be;
+    if (m->bf16)
+        be->layer_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd, P(nm->g), rows,
+                                     nm->C);
+    else be->layer_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), rows, nm->C);
+}
+
+static void op_geglu_fwd(UNet *m, Act *out, const Act *in, int rows, int F) {
+    if (m->bf16) m->be->geglu_forward_bf16(m->be, H16(out), CH16(in), rows, F);
+    else m->be->geglu_forward(m->be, out, in, rows, F);
+}
+static void op_geglu_bwd(UNet *m, Act *d_in, const Act *d_out, const Act *in, int rows, int F) {
+    if (m->bf16) m->be->geglu_backward_bf16(m->be, H16(d_in), CH16(d_out), CH16(in), rows, F);
+    else m->be->geglu_backward(m->be, d_in, d_out, in, rows, F);
+}
+
+static void op_attn_fwd(UNet *m, const AttentionShape *s, Act *out, float *lse, const Act *q, const Act *k,
+                        const Act *v, float scale) {
+    if (m->bf16) m->be->attention_forward_bf16(m->be, s, H16(out), lse, CH16(q), CH16(k), CH16(v), scale);
+    else m->be->attention_forward(m->be, s, out, lse, q, k, v, scale);
+}
+static void op_attn_bwd(UNet *m, const AttentionShape *s, Act *d_q, Act *d_k, Act *d_v, const Act *d_out,
+                        const Act *q, const Act *k, const Act *v, const Act *out, const float *lse, float scale) {
+    if (m->bf16)
+        m->be->attention_backward_bf16(m->be, s, H16(d_q), H16(d_k), H16(d_v), CH16(d_out), CH16(q), CH16(k), CH16(v),
+                                       CH16(out), lse, scale);
+    else m->be->attention_backward(m->be, s, d_q, d_k, d_v, d_out, q, k, v, out, lse, scale);
+}
+
+static void op_upsample_fwd(UNet *m, Act *out, const Act *in, int B, int H, int W, int C) {
+    if (m->bf16) m->be->upsample2x_forward_bf16(m->be, H16(out), CH16(in), B, H, W, C);
+    else m->be->upsample2x_forward(m->be, out, in, B, H, W, C);
+}
+static void op_upsample_bwd(UNet *m, Act *d_in, const Act *d_out, int B, int H, int W, int C) {
+    if (m->bf16) m->be->upsample2x_backward_bf16(m->be, H16(d_in), CH16(d_out), B, H, W, C);
+    else m->be->upsample2x_backward(m->be, d_in, d_out, B, H, W, C);
+}
+
+// out [B, R, C] = in + vec [B, C] (fp32 in both modes)
+static void op_bcast_fwd(UNet *m, Act *out, const Act *in, const float *vec, int B, int R, int C) {
+    if (m->bf16) m->be->add_broadcast_forward_bf16(m->be, H16(out), CH16(in), vec, B, R, C);
+    else m->be->add_broadcast_forward(m->be, out, in, vec, B, R, C);
+}
+static void op_bcast_bwd(UNet *m, float *d_vec, const Act *d_out, int B, int R, int C) {
+    if (m->bf16) m->be->add_broadcast_backward_bf16(m->be, d_vec, CH16(d_out), B, R, C);
+    else m->be->add_broadcast_backward(m->be, d_vec, d_out, B, R, C);
+}
+
+static void op_concat_fwd(UNet *m, Act *out, const Act *a, const Act *b, int rows, int Ca, int Cb) {
+    if (m->bf16) m->be->concat_forward_bf16(m->be, H16(out), CH16(a), CH16(b), rows, Ca, Cb);
+    else m->be->concat_forward(m->be, out, a, b, rows, Ca, Cb);
+}
+static void op_concat_bwd(UNet *m, Act *d_a, Act *d_b, const Act *d_out, int rows, int Ca, int Cb) {
+    if (m->bf16) m->be->concat_backward_bf16(m->be, H16(d_a), H16(d_b), CH16(d_out), rows, Ca, Cb);
+    else m->be->concat_backward(m->be, d_a, d_b, d_out, rows, Ca, Cb);
+}
+
+// out [M, N] = in [M, K] · Wᵀ + bias; w is the fp32 weight, w16 its bf16 working copy (used in bf16 mode).
+static void op_linear_fwd(UNet *m, Act *out, const Act *in, const float *w, const uint16_t *w16, const float *bias,
+                          int M, int K, int N) {
+    if (m->bf16) m->be->linear_forward_bf16(m->be, H16(out), CH16(in), w16, bias, M, K, N);
+    else m->be->linear_forward(m->be, out, in, w, bias, M, K, N);
+}
+static void op_linear_bwd(UNet *m, Act *d_in, float *d_w, float *d_b, const Act *d_out, const Act *in,
+                          const float *w, const uint16_t *w16, int M, int K, int N) {
+    if (m->bf16) m->be->linear_backward_bf16(m->be, H16(d_in), d_w, d_b, CH16(d_out), CH16(in), w16, M, K, N);
+    else m->be->linear_backward(m->be, d_in, d_w, d_b, d_out, in, w, M, K, N);
+}
+
+static void lin_fwd(UNet *m, const Lin *l, Act *out, const Act *in, int rows) {
+    op_linear_fwd(m, out, in, P(l->w), W16(l->w), l->bias ? P(l->b) : NULL, rows, l->in, l->out);  // [rows, out]
     if (l->lora < 0) return;
     Lora *a = &m->loras[l->lora];
     int r = m->lora_rank;
     a->u = act(m, (size_t)rows * r);
-    be->linear_forward(be, a->u, in, PL(a->a), NULL, rows, l->in, r);                // u = x Aᵀ [rows, r]
-    float *up = act(m, (size_t)rows * l->out);
-    be->linear_forward(be, up, a->u, PL(a->b), NULL, rows, r, l->out);               // u Bᵀ [rows, out]
-    be->axpby(be, out, 1.0f, out, m->lora_scale, up, (size_t)rows * l->out);
+    op_linear_fwd(m, a->u, in, PL(a->a), WL16(a->a), NULL, rows, l->in, r);         // u = x Aᵀ [rows, r]
+    Act *up = act(m, (size_t)rows * l->out);
+    op_linear_fwd(m, up, a->u, PL(a->b), WL16(a->b), NULL, rows, r, l->out);        // u Bᵀ [rows, out]
+    op_axpby(m, out, 1.0f, out, m->lora_scale, up, (size_t)rows * l->out);
 }
 
 // d_in (=, may be NULL) and the parameter gradients (+=): base weights when training them, the adapter always.
-static void lin_bwd(UNet *m, const Lin *l, float *d_in, const float *d_out, const float *in, int rows) {
-    Backend *be = m->be;
-    be->linear_backward(be, d_in, G(l->w), l->bias ? G(l->b) : NULL, d_out, in, P(l->w), rows, l->in, l->out);
+static void lin_bwd(UNet *m, const Lin *l, Act *d_in, const Act *d_out, const Act *in, int rows) {
+    op_linear_bwd(m, d_in, G(l->w), l->bias ? G(l->b) : NULL, d_out, in, P(l->w), W16(l->w), rows, l->in, l->out);
     if (l->lora < 0) return;
     Lora *a = &m->loras[l->lora];
     int r = m->lora_rank;
-    float *d_up = act(m, (size_t)rows * l->out), *d_u = act(m, (size_t)rows * r);
-    be->axpby(be, d_up, m->lora_scale, d_out, 0.0f, NULL, (size_t)rows * l->out);    // scale · d_out
-    be->linear_backward(be, d_u, GL(a->b), NULL, d_up, a->u, PL(a->b), rows, r, l->out);
+    Act *d_up = act(m, (size_t)rows * l->out), *d_u = act(m, (size_t)rows * r);
+    op_axpby(m, d_up, m->lora_scale, d_out, 0.0f, NULL, (size_t)rows * l->out);     // scale · d_out
+    op_linear_bwd(m, d_u, GL(a->b), NULL, d_up, a->u, PL(a->b), WL16(a->b), rows, r, l->out);
     // allocated whether or not d_in is wanted: the measuring pass (all pointers NULL) must take the same path
-    float *d_x = act(m, (size_t)rows * l->in);
-    be->linear_backward(be, d_in ? d_x : NULL, GL(a->a), NULL, d_u, in, PL(a->a), rows, l->in, r);
+    Act *d_x = act(m, (size_t)rows * l->in);
+    op_linear_bwd(m, d_in ? d_x : NULL, GL(a->a), NULL, d_u, in, PL(a->a), WL16(a->a), rows, l->in, r);
     if (d_in) add_into(m, d_in, d_x, (size_t)rows * l->in);
+}
+
+// The time-embedding linears run in fp32 in both modes (tiny [B, T] vectors; no LoRA there).
+static void temb_lin_fwd(UNet *m, const Lin *l, float *out, const float *in, int rows) {
+    m->be->linear_forward(m->be, out, in, P(l->w), P(l->b), rows, l->in, l->out);
+}
+static void temb_lin_bwd(UNet *m, const Lin *l, float *d_in, const float *d_out, const float *in, int rows) {
+    m->be->linear_backward(m->be, d_in, G(l->w), G(l->b), d_out, in, P(l->w), rows, l->in, l->out);
 }
 
 static Conv2dShape conv_shape(const Conv *c, int B, int H, int W) {
     return (Conv2dShape){B, H, W, c->cin, c->cout, c->k, c->k, c->stride, c->pad};
 }
 
-static void conv_fwd(UNet *m, const Conv *c, float *out, const float *in, int B, int H, int W) {
+static void conv_fwd(UNet *m, const Conv *c, Act *out, const Act *in, int B, int H, int W) {
     Conv2dShape s = conv_shape(c, B, H, W);
-    m->be->conv2d_forward(m->be, &s, out, in, P(c->w), P(c->b));
+    if (m->bf16) m->be->conv2d_forward_bf16(m->be, &s, H16(out), CH16(in), W16(c->w), P(c->b));
+    else m->be->conv2d_forward(m->be, &s, out, in, P(c->w), P(c->b));
 }
 
-static void conv_bwd(UNet *m, const Conv *c, float *d_in, const float *d_out, const float *in, int B, int H, int W) {
+static void conv_bwd(UNet *m, const Conv *c, Act *d_in, const Act *d_out, const Act *in, int B, int H, int W) {
     Conv2dShape s = conv_shape(c, B, H, W);
-    m->be->conv2d_backward(m->be, &s, d_in, G(c->w), G(c->b), d_out, in, P(c->w));
+    if (m->bf16)
+        m->be->conv2d_backward_bf16(m->be, &s, H16(d_in), G(c->w), G(c->b), CH16(d_out), CH16(in), W16(c->w));
+    else m->be->conv2d_backward(m->be, &s, d_in, G(c->w), G(c->b), d_out, in, P(c->w));
 }
-
 
 // ---- resnet -------------------------------------------------------------------------------------------
 
-static float *resnet_fwd(UNet *m, Resnet *r, const float *x, int B, int H, int W) {
-    Backend *be = m->be;
+// out [B, HW, cout] (=); allocated by the caller before the block's temporaries (see resnet_block_fwd).
+static void resnet_fwd(UNet *m, Resnet *r, Act *out, const Act *x, int B, int H, int W) {
     int HW = H * W;
     size_t n_in = (size_t)B * HW * r->cin, n_out = (size_t)B * HW * r->cout;
     r->B = B, r->H = H, r->W = W, r->x = x;
-    r->mean1 = act(m, (size_t)B * r->norm1.G), r->rstd1 = act(m, (size_t)B * r->norm1.G);
+    r->mean1 = f32(m, (size_t)B * r->norm1.G), r->rstd1 = f32(m, (size_t)B * r->norm1.G);
     r->n1 = act(m, n_in), r->a1 = act(m, n_in);
-    be->group_norm_forward(be, r->n1, r->mean1, r->rstd1, x, P(r->norm1.g), P(r->norm1.b), B, HW, r->cin,
-                           r->norm1.G, r->norm1.eps);                                   // [B, HW, cin]
-    be->activation_forward(be, ACT_SILU, r->a1, r->n1, n_in);
+    op_gn_fwd(m, &r->norm1, r->n1, r->mean1, r->rstd1, x, B, HW);                      // [B, HW, cin]
+    op_silu_fwd(m, r->a1, r->n1, n_in);
     r->h2 = act(m, n_out);
     conv_fwd(m, &r->conv1, r->h2, r->a1, B, H, W);                                     // [B, HW, cout]
-    float *tproj = act(m, (size_t)B * r->cout);
-    lin_fwd(m, &r->temb, tproj, m->emb_act, B);                                        // [B, cout]
-    be->add_broadcast_forward(be, r->h2, r->h2, tproj, B, HW, r->cout);
-    r->mean2 = act(m, (size_t)B * r->norm2.G), r->rstd2 = act(m, (size_t)B * r->norm2.G);
+    float *tproj = f32(m, (size_t)B * r->cout);
+    temb_lin_fwd(m, &r->temb, tproj, m->emb_act, B);                                   // [B, cout]
+    op_bcast_fwd(m, r->h2, r->h2, tproj, B, HW, r->cout);
+    r->mean2 = f32(m, (size_t)B * r->norm2.G), r->rstd2 = f32(m, (size_t)B * r->norm2.G);
     r->n2 = act(m, n_out), r->a2 = act(m, n_out);
-    be->group_norm_forward(be, r->n2, r->mean2, r->rstd2, r->h2, P(r->norm2.g), P(r->norm2.b), B, HW, r->cout,
-                           r->norm2.G, r->norm2.eps);
-    be->activation_forward(be, ACT_SILU, r->a2, r->n2, n_out);
-    float *out = act(m, n_out);
+    op_gn_fwd(m, &r->norm2, r->n2, r->mean2, r->rstd2, r->h2, B, HW);
+    op_silu_fwd(m, r->a2, r->n2, n_out);
     conv_fwd(m, &r->conv2, out, r->a2, B, H, W);                                       // [B, HW, cout]
     if (r->has_shortcut) {
-        float *sc = act(m, n_out);
+        Act *sc = act(m, n_out);
         conv_fwd(m, &r->shortcut, sc, x, B, H, W);
         add_into(m, out, sc, n_out);
     } else {
         add_into(m, out, x, n_out);
     }
-    return out;
 }
 
 // Returns d_x [B, HW, cin] (=); accumulates into m->d_emb_act.
-static float *resnet_bwd(UNet *m, Resnet *r, const float *d_out) {
+static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
     Backend *be = m->be;
     int B = r->B, H = r->H, W = r->W, HW = H * W;
     size_t n_in = (size_t)B * HW * r->cin, n_out = (size_t)B * HW * r->cout;
-    float *d_a2 = act(m, n_out);
+    Act *d_a2 = act(m, n_out);
     conv_bwd(m, &r->conv2, d_a2, d_out, r->a2, B, H, W);
-    be->activation_backward(be, ACT_SILU, d_a2, d_a2, r->n2, n_out);                   // d_n2
-    float *d_h2 = act(m, n_out);
-    be->group_norm_backward(be, d_h2, G(r->norm2.g), G(r->norm2.b), d_a2, r->h2, r->mean2, r->rstd2,
-                            P(r->norm2.g), B, HW, r->cout, r->norm2.G);
-    float *d_tproj = act(m, (size_t)B * r->cout), *d_emb = act(m, (size_t)B * m->cfg.time_embed_dim);
+    op_silu_bwd(m, d_a2, d_a2, r->n2, n_out);                                          // d_n2
+    Act *d_h2 = act(m, n_out);
+    op_gn_bwd(m, &r->norm2, d_h2, d_a2, r->h2, r->mean2, r->rstd2, B, HW);
+    float *d_tproj = f32(m, (size_t)B * r->cout), *d_emb = f32(m, (size_t)B * m->cfg.time_embed_dim);
     be->zero(be, d_tproj, (size_t)B * r->cout * sizeof(float));
-    be->add_broadcast_backward(be, d_tproj, d_h2, B, HW, r->cout);
-    lin_bwd(m, &r->temb, d_emb, d_tproj, m->emb_act, B);
-    add_into(m, m->d_emb_act, d_emb, (size_t)B * m->cfg.time_embed_dim);
-    float *d_a1 = act(m, n_in);
+    op_bcast_bwd(m, d_tproj, d_h2, B, HW, r->cout);
+    temb_lin_bwd(m, &r->temb, d_emb, d_tproj, m->emb_act, B);
+    be->axpby(be, m->d_emb_act, 1.0f, m->d_emb_act, 1.0f, d_emb, (size_t)B * m->cfg.time_embed_dim);
+    Act *d_a1 = act(m, n_in);
     conv_bwd(m, &r->conv1, d_a1, d_h2, r->a1, B, H, W);
-    be->activation_backward(be, ACT_SILU, d_a1, d_a1, r->n1, n_in);
-    float *d_x = act(m, n_in);
-    be->group_norm_backward(be, d_x, G(r->norm1.g), G(r->norm1.b), d_a1, r->x, r->mean1, r->rstd1, P(r->norm1.g),
-                            B, HW, r->cin, r->norm1.G);
+    op_silu_bwd(m, d_a1, d_a1, r->n1, n_in);
+    Act *d_x = act(m, n_in);
+    op_gn_bwd(m, &r->norm1, d_x, d_a1, r->x, r->mean1, r->rstd1, B, HW);
     if (r->has_shortcut) {
-        float *d_sc = act(m, n_in);
+        Act *d_sc = act(m, n_in);
         conv_bwd(m, &r->shortcut, d_sc, d_out, r->x, B, H, W);
         add_into(m, d_x, d_sc, n_in);
     } else {
@@ -602,35 +773,34 @@ static float *resnet_bwd(UNet *m, Resnet *r, const float *d_out) {
 // ---- attention and transformer blocks -----------------------------------------------------------------
 
 // out [B, Lq, dim] = to_out(attention(to_q(x), to_k(src), to_v(src)))
-static float *attn_fwd(UNet *m, Attn *a, const float *x, const float *src, int B, int Lq, int Lk) {
+static Act *attn_fwd(UNet *m, Attn *a, const Act *x, const Act *src, int B, int Lq, int Lk) {
     a->x = x, a->src = src, a->B = B, a->Lq = Lq, a->Lk = Lk;
     size_t nq = (size_t)B * Lq * a->dim, nk = (size_t)B * Lk * a->dim;
     a->q_ = act(m, nq), a->k_ = act(m, nk), a->v_ = act(m, nk);
     lin_fwd(m, &a->q, a->q_, x, B * Lq);
     lin_fwd(m, &a->k, a->k_, src, B * Lk);
     lin_fwd(m, &a->v, a->v_, src, B * Lk);
-    a->att = act(m, nq), a->lse = act(m, (size_t)B * a->heads * Lq);
+    a->att = act(m, nq), a->lse = m->inference ? NULL : f32(m, (size_t)B * a->heads * Lq);  // NULL: not saved
     AttentionShape s = {B, Lq, Lk, a->heads, a->dim / a->heads};
-    m->be->attention_forward(m->be, &s, a->att, a->lse, a->q_, a->k_, a->v_, 1.0f / sqrtf((float)s.head_dim));
-    float *out = act(m, nq);
+    op_attn_fwd(m, &s, a->att, a->lse, a->q_, a->k_, a->v_, 1.0f / sqrtf((float)s.head_dim));
+    Act *out = act(m, nq);
     lin_fwd(m, &a->out, out, a->att, B * Lq);
     return out;
 }
 
 // d_x (=) returned; d_src (=) into *d_src_out ([B, Lk, src_dim], allocated here).
-static float *attn_bwd(UNet *m, Attn *a, const float *d_out, float **d_src_out) {
+static Act *attn_bwd(UNet *m, Attn *a, const Act *d_out, Act **d_src_out) {
     int B = a->B, Lq = a->Lq, Lk = a->Lk;
     size_t nq = (size_t)B * Lq * a->dim, nk = (size_t)B * Lk * a->dim;
-    float *d_att = act(m, nq);
+    Act *d_att = act(m, nq);
     lin_bwd(m, &a->out, d_att, d_out, a->att, B * Lq);
-    float *d_q = act(m, nq), *d_k = act(m, nk), *d_v = act(m, nk);
+    Act *d_q = act(m, nq), *d_k = act(m, nk), *d_v = act(m, nk);
     AttentionShape s = {B, Lq, Lk, a->heads, a->dim / a->heads};
-    m->be->attention_backward(m->be, &s, d_q, d_k, d_v, d_att, a->q_, a->k_, a->v_, a->att, a->lse,
-                              1.0f / sqrtf((float)s.head_dim));
-    float *d_x = act(m, (size_t)B * Lq * a->q.in);
+    op_attn_bwd(m, &s, d_q, d_k, d_v, d_att, a->q_, a->k_, a->v_, a->att, a->lse, 1.0f / sqrtf((float)s.head_dim));
+    Act *d_x = act(m, (size_t)B * Lq * a->q.in);
     lin_bwd(m, &a->q, d_x, d_q, a->x, B * Lq);
     size_t n_src = (size_t)B * Lk * a->k.in;
-    float *d_src = act(m, n_src), *d_src_v = act(m, n_src);
+    Act *d_src = act(m, n_src), *d_src_v = act(m, n_src);
     lin_bwd(m, &a->k, d_src, d_k, a->src, B * Lk);
     lin_bwd(m, &a->v, d_src_v, d_v, a->src, B * Lk);
     add_into(m, d_src, d_src_v, n_src);
@@ -638,160 +808,164 @@ static float *attn_bwd(UNet *m, Attn *a, const float *d_out, float **d_src_out) 
     return d_x;
 }
 
-static float *ln_fwd(UNet *m, const Norm *n, float **mean, float **rstd, const float *x, int rows) {
-    *mean = act(m, (size_t)rows), *rstd = act(m, (size_t)rows);
-    float *out = act(m, (size_t)rows * n->C);
-    m->be->layer_norm_forward(m->be, out, *mean, *rstd, x, P(n->g), P(n->b), rows, n->C, n->eps);
+// m->d_ctx (the caller's fp32 [B, L, D]) += d_src, a cross-attention's context gradient.
+static void add_context_gradient(UNet *m, const Act *d_src) {
+    size_t n = (size_t)m->B * m->L * m->cfg.cross_attention_dim;
+    // bf16: widened first, so the sum over a dozen attentions is fp32 (allocated whether or not d_ctx is
+    // wanted: the measuring pass, whose pointers are all NULL, must take the same path)
+    float *wide = m->bf16 ? f32(m, n) : NULL;
+    if (!m->d_ctx) return;
+    const float *g = d_src;
+    if (wide) {
+        m->be->cast_bf16_to_f32(m->be, wide, CH16(d_src), n);
+        g = wide;
+    }
+    m->be->axpby(m->be, m->d_ctx, 1.0f, m->d_ctx, 1.0f, g, n);
+}
+
+static Act *ln_fwd(UNet *m, const Norm *n, float **mean, float **rstd, const Act *x, int rows) {
+    *mean = f32(m, (size_t)rows), *rstd = f32(m, (size_t)rows);
+    Act *out = act(m, (size_t)rows * n->C);
+    op_ln_fwd(m, n, out, *mean, *rstd, x, rows);
     return out;
 }
 
-static float *ln_bwd(UNet *m, const Norm *n, const float *d_out, const float *x, const float *mean,
-                     const float *rstd, int rows) {
-    float *d_x = act(m, (size_t)rows * n->C);
-    m->be->layer_norm_backward(m->be, d_x, G(n->g), G(n->b), d_out, x, mean, rstd, P(n->g), rows, n->C);
+static Act *ln_bwd(UNet *m, const Norm *n, const Act *d_out, const Act *x, const float *mean, const float *rstd,
+                   int rows) {
+    Act *d_x = act(m, (size_t)rows * n->C);
+    op_ln_bwd(m, n, d_x, d_out, x, mean, rstd, rows);
     return d_x;
 }
 
-static float *tblock_fwd(UNet *m, TBlock *b, const float *h, int B, int L) {
+static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     int rows = B * L;
     size_t n = (size_t)rows * b->dim;
     b->h0 = h;
     b->n1 = ln_fwd(m, &b->ln1, &b->m1, &b->r1, h, rows);
-    const float *src1 = b->attn1.cross ? m->ctx : b->n1;
-    float *o1 = attn_fwd(m, &b->attn1, b->n1, src1, B, L, b->attn1.cross ? m->L : L);
+    const Act *src1 = b->attn1.cross ? m->ctx_act : b->n1;
+    Act *o1 = attn_fwd(m, &b->attn1, b->n1, src1, B, L, b->attn1.cross ? m->L : L);
     b->h1 = act(m, n);
-    m->be->axpby(m->be, b->h1, 1.0f, o1, 1.0f, h, n);
+    op_axpby(m, b->h1, 1.0f, o1, 1.0f, h, n);
     b->n2 = ln_fwd(m, &b->ln2, &b->m2, &b->r2, b->h1, rows);
-    float *o2 = attn_fwd(m, &b->attn2, b->n2, m->ctx, B, L, m->L);
+    Act *o2 = attn_fwd(m, &b->attn2, b->n2, m->ctx_act, B, L, m->L);
     b->h2 = act(m, n);
-    m->be->axpby(m->be, b->h2, 1.0f, o2, 1.0f, b->h1, n);
+    op_axpby(m, b->h2, 1.0f, o2, 1.0f, b->h1, n);
     b->n3 = ln_fwd(m, &b->ln3, &b->m3, &b->r3, b->h2, rows);
     b->p = act(m, n * 8);
     lin_fwd(m, &b->ff_proj, b->p, b->n3, rows);                                        // [rows, 8·dim]
     b->g = act(m, n * 4);
-    m->be->geglu_forward(m->be, b->g, b->p, rows, 4 * b->dim);                         // [rows, 4·dim]
-    float *out = act(m, n);
+    op_geglu_fwd(m, b->g, b->p, rows, 4 * b->dim);                                     // [rows, 4·dim]
+    Act *out = act(m, n);
     lin_fwd(m, &b->ff_out, out, b->g, rows);
     add_into(m, out, b->h2, n);
     return out;
 }
 
-static float *tblock_bwd(UNet *m, TBlock *b, const float *d_out, int B, int L) {
+static Act *tblock_bwd(UNet *m, TBlock *b, const Act *d_out, int B, int L) {
     int rows = B * L;
     size_t n = (size_t)rows * b->dim;
     // ff: out = ff_out(geglu(ff_proj(ln3(h2)))) + h2
-    float *d_g = act(m, n * 4), *d_p = act(m, n * 8), *d_n3 = act(m, n);
+    Act *d_g = act(m, n * 4), *d_p = act(m, n * 8), *d_n3 = act(m, n);
     lin_bwd(m, &b->ff_out, d_g, d_out, b->g, rows);
-    m->be->geglu_backward(m->be, d_p, d_g, b->p, rows, 4 * b->dim);
+    op_geglu_bwd(m, d_p, d_g, b->p, rows, 4 * b->dim);
     lin_bwd(m, &b->ff_proj, d_n3, d_p, b->n3, rows);
-    float *d_h2 = ln_bwd(m, &b->ln3, d_n3, b->h2, b->m3, b->r3, rows);
+    Act *d_h2 = ln_bwd(m, &b->ln3, d_n3, b->h2, b->m3, b->r3, rows);
     add_into(m, d_h2, d_out, n);
     // attn2: h2 = attn2(ln2(h1), ctx) + h1
-    float *d_ctx2;
-    float *d_n2 = attn_bwd(m, &b->attn2, d_h2, &d_ctx2);
-    if (m->d_ctx) add_into(m, m->d_ctx, d_ctx2, (size_t)B * m->L * m->cfg.cross_attention_dim);
-    float *d_h1 = ln_bwd(m, &b->ln2, d_n2, b->h1, b->m2, b->r2, rows);
+    Act *d_ctx2;
+    Act *d_n2 = attn_bwd(m, &b->attn2, d_h2, &d_ctx2);
+    add_context_gradient(m, d_ctx2);
+    Act *d_h1 = ln_bwd(m, &b->ln2, d_n2, b->h1, b->m2, b->r2, rows);
     add_into(m, d_h1, d_h2, n);
     // attn1: h1 = attn1(ln1(h0)[, ctx]) + h0
-    float *d_src1;
-    float *d_n1 = attn_bwd(m, &b->attn1, d_h1, &d_src1);
-    if (b->attn1.cross) {
-        if (m->d_ctx) add_into(m, m->d_ctx, d_src1, (size_t)B * m->L * m->cfg.cross_attention_dim);
-    } else {
-        add_into(m, d_n1, d_src1, n);
-    }
-    float *d_h0 = ln_bwd(m, &b->ln1, d_n1, b->h0, b->m1, b->r1, rows);
+    Act *d_src1;
+    Act *d_n1 = attn_bwd(m, &b->attn1, d_h1, &d_src1);
+    if (b->attn1.cross) add_context_gradient(m, d_src1);
+    else add_into(m, d_n1, d_src1, n);
+    Act *d_h0 = ln_bwd(m, &b->ln1, d_n1, b->h0, b->m1, b->r1, rows);
     add_into(m, d_h0, d_h1, n);
     return d_h0;
 }
 
-static float *tx_fwd(UNet *m, Tx2D *t, const float *x, int B, int HW) {
-    Backend *be = m->be;
+// out [B, HW, C] (=); allocated by the caller before the block's temporaries (see tx_block_fwd).
+static void tx_fwd(UNet *m, Tx2D *t, Act *out, const Act *x, int B, int HW) {
     size_t n = (size_t)B * HW * t->C;
     t->x = x, t->B = B, t->HW = HW;
-    t->mean = act(m, (size_t)B * t->norm.G), t->rstd = act(m, (size_t)B * t->norm.G);
+    t->mean = f32(m, (size_t)B * t->norm.G), t->rstd = f32(m, (size_t)B * t->norm.G);
     t->n = act(m, n);
-    be->group_norm_forward(be, t->n, t->mean, t->rstd, x, P(t->norm.g), P(t->norm.b), B, HW, t->C, t->norm.G,
-                           t->norm.eps);
+    op_gn_fwd(m, &t->norm, t->n, t->mean, t->rstd, x, B, HW);
     t->hin = act(m, n);
     lin_fwd(m, &t->proj_in, t->hin, t->n, B * HW);
-    const float *h = t->hin;
+    const Act *h = t->hin;
     for (int k = 0; k < t->nblocks; k++) h = tblock_fwd(m, &t->blocks[k], h, B, HW);
-    t->hout = (float *)h;
-    float *out = act(m, n);
+    t->hout = h;
     lin_fwd(m, &t->proj_out, out, t->hout, B * HW);
     add_into(m, out, x, n);
-    return out;
 }
 
-static float *tx_bwd(UNet *m, Tx2D *t, const float *d_out) {
-    Backend *be = m->be;
+static Act *tx_bwd(UNet *m, Tx2D *t, const Act *d_out) {
     int B = t->B, HW = t->HW;
     size_t n = (size_t)B * HW * t->C;
-    float *d_h = act(m, n);
+    Act *d_h = act(m, n);
     lin_bwd(m, &t->proj_out, d_h, d_out, t->hout, B * HW);
     for (int k = t->nblocks - 1; k >= 0; k--) d_h = tblock_bwd(m, &t->blocks[k], d_h, B, HW);
-    float *d_n = act(m, n);
+    Act *d_n = act(m, n);
     lin_bwd(m, &t->proj_in, d_n, d_h, t->n, B * HW);
-    float *d_x = act(m, n);
-    be->group_norm_backward(be, d_x, G(t->norm.g), G(t->norm.b), d_n, t->x, t->mean, t->rstd, P(t->norm.g), B, HW,
-                            t->C, t->norm.G);
+    Act *d_x = act(m, n);
+    op_gn_bwd(m, &t->norm, d_x, d_n, t->x, t->mean, t->rstd, B, HW);
     add_into(m, d_x, d_out, n);
     return d_x;
 }
 
-// ---- blocks: recompute (gradient checkpointing) and backward compaction -------------------------------
+// ---- blocks: recompute (gradient checkpointing), inference and backward compaction -------------------
 //
-// A block is one resnet or one Transformer2D. With recompute on, forward keeps only a block's output (in a
-// slot taken before the block runs; everything the block saved is released), and backward re-runs the
-// block's forward from its kept input before differentiating it. In both modes a block's backward
-// temporaries are released once its input gradient is copied into one of two hold buffers.
+// A block is one resnet or one Transformer2D. Its output is taken from the arena before the block's
+// temporaries, so that releasing everything after it keeps only the output: with recompute on (forward keeps
+// only block outputs; backward re-runs the block's forward from its kept input before differentiating it)
+// and in inference (nothing is kept for backward). In every mode a block's backward temporaries are released
+// once its input gradient is copied into one of two hold buffers.
 
-static float *keep_output(UNet *m, size_t mark_after_slot, float *slot, const float *out, size_t n) {
-    m->be->copy(m->be, slot, out, n * sizeof(float));
-    m->cur->used = mark_after_slot;
-    return slot;
+static bool release_block_temporaries(const UNet *m) { return m->recompute || m->inference; }
+
+static Act *resnet_block_fwd(UNet *m, Resnet *r, const Act *x, int B, int H, int W) {
+    Act *out = act(m, (size_t)B * H * W * r->cout);
+    size_t mark = m->cur->used;
+    resnet_fwd(m, r, out, x, B, H, W);
+    if (release_block_temporaries(m)) m->cur->used = mark;
+    return out;
 }
 
-static float *resnet_block_fwd(UNet *m, Resnet *r, const float *x, int B, int H, int W) {
-    if (!m->recompute) return resnet_fwd(m, r, x, B, H, W);
-    size_t n = (size_t)B * H * W * r->cout;
-    float *slot = act(m, n);
+static Act *tx_block_fwd(UNet *m, Tx2D *t, const Act *x, int B, int HW) {
+    Act *out = act(m, (size_t)B * HW * t->C);
     size_t mark = m->cur->used;
-    return keep_output(m, mark, slot, resnet_fwd(m, r, x, B, H, W), n);
-}
-
-static float *tx_block_fwd(UNet *m, Tx2D *t, const float *x, int B, int HW) {
-    if (!m->recompute) return tx_fwd(m, t, x, B, HW);
-    size_t n = (size_t)B * HW * t->C;
-    float *slot = act(m, n);
-    size_t mark = m->cur->used;
-    return keep_output(m, mark, slot, tx_fwd(m, t, x, B, HW), n);
+    tx_fwd(m, t, out, x, B, HW);
+    if (release_block_temporaries(m)) m->cur->used = mark;
+    return out;
 }
 
 // Moves a block's input gradient into the hold buffer not holding d_out, and releases the block's temporaries.
-static float *hold_gradient(UNet *m, size_t mark, const float *d_out, const float *d_x, size_t n) {
-    float *hold = m->hold[0] == d_out ? m->hold[1] : m->hold[0];
-    m->be->copy(m->be, hold, d_x, n * sizeof(float));
+static Act *hold_gradient(UNet *m, size_t mark, const Act *d_out, const Act *d_x, size_t n) {
+    Act *hold = m->hold[0] == d_out ? m->hold[1] : m->hold[0];
+    act_copy(m, hold, d_x, n);
     m->cur->used = mark;
     return hold;
 }
 
-static float *resnet_block_bwd(UNet *m, Resnet *r, const float *d_out) {
+static Act *resnet_block_bwd(UNet *m, Resnet *r, const Act *d_out) {
     size_t mark = m->cur->used;
-    if (m->recompute) resnet_fwd(m, r, r->x, r->B, r->H, r->W);
-    float *d_x = resnet_bwd(m, r, d_out);
+    if (m->recompute) resnet_fwd(m, r, act(m, (size_t)r->B * r->H * r->W * r->cout), r->x, r->B, r->H, r->W);
+    Act *d_x = resnet_bwd(m, r, d_out);
     return hold_gradient(m, mark, d_out, d_x, (size_t)r->B * r->H * r->W * r->cin);
 }
 
-static float *tx_block_bwd(UNet *m, Tx2D *t, const float *d_out) {
+static Act *tx_block_bwd(UNet *m, Tx2D *t, const Act *d_out) {
     size_t mark = m->cur->used;
-    if (m->recompute) tx_fwd(m, t, t->x, t->B, t->HW);
-    float *d_x = tx_bwd(m, t, d_out);
+    if (m->recompute) tx_fwd(m, t, act(m, (size_t)t->B * t->HW * t->C), t->x, t->B, t->HW);
+    Act *d_x = tx_bwd(m, t, d_out);
     return hold_gradient(m, mark, d_out, d_x, (size_t)t->B * t->HW * t->C);
 }
 
-// The largest block input/output gradient (floats): the size of each hold buffer.
+// The largest block input/output gradient (elements): the size of each hold buffer.
 static size_t max_block_gradient(const UNet *m) {
     size_t most = 0;
     const Level *levels[2] = {m->down, m->up};
@@ -827,21 +1001,23 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
     const UNetConfig *c = &m->cfg;
     int B = m->B, H = m->H, W = m->W, c0 = c->block_out_channels[0], T = c->time_embed_dim;
     m->sample = sample, m->t = t, m->ctx = ctx;
+    m->sample_act = act_from_f32(m, sample, (size_t)B * H * W * c->in_channels);       // [B, H, W, Cin]
+    m->ctx_act = act_from_f32(m, ctx, (size_t)B * m->L * c->cross_attention_dim);      // [B, L, D]
 
-    // time embedding
-    m->tsin = act(m, (size_t)B * c0);
+    // time embedding (fp32 in both modes)
+    m->tsin = f32(m, (size_t)B * c0);
     be->timestep_embedding_forward(be, m->tsin, t, B, c0, c->flip_sin_to_cos, c->freq_shift, 10000.0f);
-    m->l1 = act(m, (size_t)B * T), m->a1 = act(m, (size_t)B * T), m->emb = act(m, (size_t)B * T);
-    lin_fwd(m, &m->temb1, m->l1, m->tsin, B);
+    m->l1 = f32(m, (size_t)B * T), m->a1 = f32(m, (size_t)B * T), m->emb = f32(m, (size_t)B * T);
+    temb_lin_fwd(m, &m->temb1, m->l1, m->tsin, B);
     be->activation_forward(be, ACT_SILU, m->a1, m->l1, (size_t)B * T);
-    lin_fwd(m, &m->temb2, m->emb, m->a1, B);
-    m->emb_act = act(m, (size_t)B * T);  // every resnet applies SiLU to emb before its projection: do it once
+    temb_lin_fwd(m, &m->temb2, m->emb, m->a1, B);
+    m->emb_act = f32(m, (size_t)B * T);  // every resnet applies SiLU to emb before its projection: do it once
     be->activation_forward(be, ACT_SILU, m->emb_act, m->emb, (size_t)B * T);
 
     // down
     int nsk = 0;
-    float *h = act(m, (size_t)B * H * W * c0);
-    conv_fwd(m, &m->conv_in, h, sample, B, H, W);
+    Act *h = act(m, (size_t)B * H * W * c0);
+    conv_fwd(m, &m->conv_in, h, m->sample_act, B, H, W);
     m->skips[nsk++] = h;
     for (int i = 0; i < c->levels; i++) {
         Level *lv = &m->down[i];
@@ -853,7 +1029,7 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
         }
         if (lv->has_sample) {
             Conv2dShape s = conv_shape(&lv->sample_conv, B, H, W);
-            float *d = act(m, (size_t)B * conv2d_out_h(&s) * conv2d_out_w(&s) * lv->sample_conv.cout);
+            Act *d = act(m, (size_t)B * conv2d_out_h(&s) * conv2d_out_w(&s) * lv->sample_conv.cout);
             conv_fwd(m, &lv->sample_conv, d, h, B, H, W);
             H = conv2d_out_h(&s), W = conv2d_out_w(&s);
             h = d;
@@ -871,20 +1047,20 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
         Level *lv = &m->up[i];
         lv->H = H, lv->W = W;
         for (int j = 0; j < lv->nres; j++) {
-            const float *skip = m->skips[--nsk];
+            const Act *skip = m->skips[--nsk];
             Resnet *r = &lv->res[j];
             int c_prev = up_prev_channels(m, i, j), c_skip = r->cin - c_prev;
-            float *cat = act(m, (size_t)B * H * W * r->cin);
-            be->concat_forward(be, cat, h, skip, B * H * W, c_prev, c_skip);
+            Act *cat = act(m, (size_t)B * H * W * r->cin);
+            op_concat_fwd(m, cat, h, skip, B * H * W, c_prev, c_skip);
             h = resnet_block_fwd(m, r, cat, B, H, W);
             if (lv->tx) h = tx_block_fwd(m, &lv->tx[j], h, B, H * W);
         }
         if (lv->has_sample) {
             int C = lv->sample_conv.cin;
             lv->up_in = act(m, (size_t)B * 4 * H * W * C);
-            be->upsample2x_forward(be, lv->up_in, h, B, H, W, C);
+            op_upsample_fwd(m, lv->up_in, h, B, H, W, C);
             H *= 2, W *= 2;
-            float *u = act(m, (size_t)B * H * W * lv->sample_conv.cout);
+            Act *u = act(m, (size_t)B * H * W * lv->sample_conv.cout);
             conv_fwd(m, &lv->sample_conv, u, lv->up_in, B, H, W);
             h = u;
         }
@@ -893,13 +1069,14 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
 
     // out
     m->h_final = h;
-    size_t n = (size_t)B * H * W * c0;
-    m->gn_mean = act(m, (size_t)B * m->norm_out.G), m->gn_rstd = act(m, (size_t)B * m->norm_out.G);
+    size_t n = (size_t)B * H * W * c0, n_out = (size_t)B * H * W * c->out_channels;
+    m->gn_mean = f32(m, (size_t)B * m->norm_out.G), m->gn_rstd = f32(m, (size_t)B * m->norm_out.G);
     m->gn_n = act(m, n), m->gn_a = act(m, n);
-    be->group_norm_forward(be, m->gn_n, m->gn_mean, m->gn_rstd, h, P(m->norm_out.g), P(m->norm_out.b), B, H * W,
-                           c0, m->norm_out.G, m->norm_out.eps);
-    be->activation_forward(be, ACT_SILU, m->gn_a, m->gn_n, n);
-    conv_fwd(m, &m->conv_out, out, m->gn_a, B, H, W);
+    op_gn_fwd(m, &m->norm_out, m->gn_n, m->gn_mean, m->gn_rstd, h, B, H * W);
+    op_silu_fwd(m, m->gn_a, m->gn_n, n);
+    Act *o = m->bf16 ? act(m, n_out) : out;
+    conv_fwd(m, &m->conv_out, o, m->gn_a, B, H, W);
+    act_to_f32(m, out, o, n_out);
 }
 
 static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
@@ -910,38 +1087,38 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
 
     size_t hold_n = max_block_gradient(m);
     m->hold[0] = act(m, hold_n), m->hold[1] = act(m, hold_n);
-    m->d_emb_act = act(m, (size_t)B * T);
+    m->d_emb_act = f32(m, (size_t)B * T);
     be->zero(be, m->d_emb_act, (size_t)B * T * sizeof(float));
     if (m->d_ctx) be->zero(be, m->d_ctx, (size_t)B * m->L * c->cross_attention_dim * sizeof(float));
 
     // out
-    float *d_a = act(m, n), *d_h = act(m, n);
-    conv_bwd(m, &m->conv_out, d_a, d_out, m->gn_a, B, H, W);
-    be->activation_backward(be, ACT_SILU, d_a, d_a, m->gn_n, n);
-    be->group_norm_backward(be, d_h, G(m->norm_out.g), G(m->norm_out.b), d_a, m->h_final, m->gn_mean, m->gn_rstd,
-                            P(m->norm_out.g), B, H * W, c0, m->norm_out.G);
+    const Act *d_o = act_from_f32(m, d_out, (size_t)B * H * W * c->out_channels);
+    Act *d_a = act(m, n), *d_h = act(m, n);
+    conv_bwd(m, &m->conv_out, d_a, d_o, m->gn_a, B, H, W);
+    op_silu_bwd(m, d_a, d_a, m->gn_n, n);
+    op_gn_bwd(m, &m->norm_out, d_h, d_a, m->h_final, m->gn_mean, m->gn_rstd, B, H * W);
 
     // up (reverse); gradients of the skips collected in d_skips, indexed like m->skips
-    float **d_skips = DF_CALLOC((size_t)m->nskips, sizeof(float *), "skip gradients");
+    Act **d_skips = DF_CALLOC((size_t)m->nskips, sizeof(Act *), "skip gradients");
     int nsk = 0;  // skips consumed by up levels, counted from the end
     for (int i = c->levels - 1; i >= 0; i--) {
         Level *lv = &m->up[i];
         int Hl = lv->H, Wl = lv->W;
         if (lv->has_sample) {
-            float *d_up = act(m, (size_t)B * 4 * Hl * Wl * lv->sample_conv.cin);
+            Act *d_up = act(m, (size_t)B * 4 * Hl * Wl * lv->sample_conv.cin);
             conv_bwd(m, &lv->sample_conv, d_up, d_h, lv->up_in, B, 2 * Hl, 2 * Wl);
-            float *d_hl = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
-            be->upsample2x_backward(be, d_hl, d_up, B, Hl, Wl, lv->sample_conv.cin);
+            Act *d_hl = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
+            op_upsample_bwd(m, d_hl, d_up, B, Hl, Wl, lv->sample_conv.cin);
             d_h = d_hl;
         }
         for (int j = lv->nres - 1; j >= 0; j--) {
             Resnet *r = &lv->res[j];
             if (lv->tx) d_h = tx_block_bwd(m, &lv->tx[j], d_h);
-            float *d_cat = resnet_block_bwd(m, r, d_h);
+            Act *d_cat = resnet_block_bwd(m, r, d_h);
             int c_prev = up_prev_channels(m, i, j), c_skip = r->cin - c_prev;
             size_t rows = (size_t)B * Hl * Wl;
-            float *d_prev = act(m, rows * c_prev), *d_skip = act(m, rows * c_skip);
-            be->concat_backward(be, d_prev, d_skip, d_cat, (int)rows, c_prev, c_skip);
+            Act *d_prev = act(m, rows * c_prev), *d_skip = act(m, rows * c_skip);
+            op_concat_bwd(m, d_prev, d_skip, d_cat, (int)rows, c_prev, c_skip);
             // this resnet consumed skip index (number of skips consumed before it in forward)
             int forward_order = 0;
             for (int ii = 0; ii < i; ii++) forward_order += m->up[ii].nres;
@@ -966,7 +1143,7 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
         if (lv->has_sample) {
             Conv2dShape s = conv_shape(&lv->sample_conv, B, Hl, Wl);
             add_into(m, d_h, d_skips[k--], (size_t)B * conv2d_out_h(&s) * conv2d_out_w(&s) * lv->sample_conv.cout);
-            float *d_in = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
+            Act *d_in = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
             conv_bwd(m, &lv->sample_conv, d_in, d_h, m->skips[k], B, Hl, Wl);  // its input: the level's last output
             d_h = d_in;
         }
@@ -978,14 +1155,17 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     }
     add_into(m, d_h, d_skips[k--], (size_t)B * H * W * c0);
     DF_CHECK(k == -1, "skip gradients all used (UNet structure bug)");
-    conv_bwd(m, &m->conv_in, d_sample, d_h, m->sample, B, H, W);
+    size_t n_in = (size_t)B * H * W * c->in_channels;
+    Act *d_s = m->bf16 ? act(m, n_in) : d_sample;  // allocated either way: the measuring pass passes NULL
+    conv_bwd(m, &m->conv_in, d_sample ? d_s : NULL, d_h, m->sample_act, B, H, W);
+    if (d_sample) act_to_f32(m, d_sample, d_s, n_in);
 
-    // time embedding: emb_act = silu(emb), emb = linear_2(silu(linear_1(tsin)))
-    float *d_emb = act(m, (size_t)B * T), *d_a1 = act(m, (size_t)B * T);
+    // time embedding (fp32): emb_act = silu(emb), emb = linear_2(silu(linear_1(tsin)))
+    float *d_emb = f32(m, (size_t)B * T), *d_a1 = f32(m, (size_t)B * T);
     be->activation_backward(be, ACT_SILU, d_emb, m->d_emb_act, m->emb, (size_t)B * T);
-    lin_bwd(m, &m->temb2, d_a1, d_emb, m->a1, B);
+    temb_lin_bwd(m, &m->temb2, d_a1, d_emb, m->a1, B);
     be->activation_backward(be, ACT_SILU, d_a1, d_a1, m->l1, (size_t)B * T);
-    lin_bwd(m, &m->temb1, NULL, d_a1, m->tsin, B);
+    temb_lin_bwd(m, &m->temb1, NULL, d_a1, m->tsin, B);
     free(d_skips);
 }
 
@@ -1000,12 +1180,13 @@ static void set_shape(UNet *m, int B, int H, int W, int L) {
     m->B = B, m->H = H, m->W = W, m->L = L;
     if (!m->skips) {
         m->nskips = count_skips(m);
-        m->skips = DF_CALLOC((size_t)m->nskips, sizeof(float *), "skips");
+        m->skips = DF_CALLOC((size_t)m->nskips, sizeof(Act *), "skips");
     }
 }
 
-size_t unet_prepare(UNet *m, int B, int H, int W, int L) {
-    set_shape(m, B, H, W, L);
+// Peak arena bytes of a forward (+ backward unless m->inference) at the current shape: a dry run on a counting
+// backend with a counting arena (no memory touched, no parameters read).
+static size_t measure_arena(UNet *m) {
     Backend *real = m->be;
     Backend *counting = backend_counting_create();
     Arena measure;
@@ -1016,34 +1197,84 @@ size_t unet_prepare(UNet *m, int B, int H, int W, int L) {
     m->grads = NULL;
     m->d_ctx = NULL;
     forward_impl(m, NULL, NULL, NULL, NULL);
-    m->d_ctx = act(m, (size_t)B * L * m->cfg.cross_attention_dim);  // stands in for a caller's d_ctx
-    backward_impl(m, NULL, NULL);
+    if (!m->inference) {
+        m->d_ctx = f32(m, (size_t)m->B * m->L * m->cfg.cross_attention_dim);  // stands in for a caller's d_ctx
+        backward_impl(m, NULL, NULL);
+    }
     m->be = real;
     m->grads = real_grads;
     m->d_ctx = NULL;
+    m->cur = NULL;
     backend_destroy(counting);
-    size_t bytes = measure.peak + 4096;
+    return measure.peak + 4096;
+}
+
+size_t unet_prepare(UNet *m, int B, int H, int W, int L) {
+    set_shape(m, B, H, W, L);
+    m->inference = false;
+    m->backward_ready = false;
+    size_t bytes = measure_arena(m);
     if (m->act.base) arena_free(&m->act);
-    arena_init(&m->act, real, "unet activations", bytes);
+    arena_init(&m->act, m->be, "unet activations", bytes);
     m->shape[0] = B, m->shape[1] = H, m->shape[2] = W, m->shape[3] = L;
-    m->cur = &m->act;
     return bytes;
+}
+
+size_t unet_prepare_inference(UNet *m, int B, int H, int W, int L) {
+    set_shape(m, B, H, W, L);
+    m->inference = true;
+    m->backward_ready = false;
+    size_t bytes = measure_arena(m);
+    m->inference = false;
+    if (m->infer_act.base) arena_free(&m->infer_act);
+    arena_init(&m->infer_act, m->be, "unet inference activations", bytes);
+    m->infer_shape[0] = B, m->infer_shape[1] = H, m->infer_shape[2] = W, m->infer_shape[3] = L;
+    return bytes;
+}
+
+static void sync_bf16_weights(UNet *m);
+
+// The structure changed (adapters, trained set, recompute): both arenas are re-measured on the next forward.
+static void invalidate_arenas(UNet *m) {
+    m->shape[0] = 0;
+    m->infer_shape[0] = 0;
+    m->backward_ready = false;
+}
+
+static bool same_shape(const int shape[4], int B, int H, int W, int L) {
+    return shape[0] == B && shape[1] == H && shape[2] == W && shape[3] == L;
 }
 
 void unet_forward(UNet *m, float *out, const float *sample, const float *t, const float *ctx, int B, int H, int W,
                   int L) {
-    if (!m->act.base || m->shape[0] != B || m->shape[1] != H || m->shape[2] != W || m->shape[3] != L)
-        unet_prepare(m, B, H, W, L);
+    if (!m->act.base || !same_shape(m->shape, B, H, W, L)) unet_prepare(m, B, H, W, L);
     set_shape(m, B, H, W, L);
+    m->inference = false;
+    sync_bf16_weights(m);
     m->cur = &m->act;
     arena_reset(&m->act);
     forward_impl(m, out, sample, t, ctx);
     m->fwd_mark = m->act.used;
+    m->backward_ready = true;
+}
+
+void unet_forward_inference(UNet *m, float *out, const float *sample, const float *t, const float *ctx, int B, int H,
+                            int W, int L) {
+    if (!m->infer_act.base || !same_shape(m->infer_shape, B, H, W, L)) unet_prepare_inference(m, B, H, W, L);
+    set_shape(m, B, H, W, L);
+    m->inference = true;
+    m->backward_ready = false;  // the blocks' saved pointers now refer to released inference temporaries
+    sync_bf16_weights(m);
+    m->cur = &m->infer_act;
+    arena_reset(&m->infer_act);
+    forward_impl(m, out, sample, t, ctx);
+    m->inference = false;
 }
 
 void unet_backward(UNet *m, float *d_sample, float *d_ctx, const float *d_out) {
-    DF_CHECK(m->sample != NULL, "unet_backward needs a unet_forward first");
+    DF_CHECK(m->backward_ready, "unet_backward needs a unet_forward (not unet_forward_inference) just before it");
     if (m->train_base) unet_grads(m);
+    m->cur = &m->act;
     m->act.used = m->fwd_mark;  // backward temporaries go after the saved forward tensors
     m->d_ctx = d_ctx;
     backward_impl(m, d_sample, d_out);
@@ -1060,6 +1291,7 @@ double unet_forward_flops(UNet *m, int B, int H, int W, int L) {
     m->be = counting;
     m->cur = &measure;
     forward_impl(m, NULL, NULL, NULL, NULL);
+    m->backward_ready = false;  // the dry run overwrote the blocks' saved pointers
     double flops = backend_counting_flops(counting);
     m->be = real;
     m->cur = saved_cur;
@@ -1149,13 +1381,13 @@ int unet_lora_enable(UNet *m, int rank, float alpha, uint64_t seed) {
         be->axpby(be, PL(pa->offset), 1.0f / (float)rank, PL(pa->offset), 0.0f, NULL, pa->numel);
     }
     m->train_base = false;
-    m->shape[0] = 0;  // the activation arena must be re-measured with the adapters
+    invalidate_arenas(m);  // re-measured with the adapters
     return DF_OK;
 }
 
 void unet_set_train_base(UNet *m, bool train) {
     m->train_base = train;
-    m->shape[0] = 0;
+    invalidate_arenas(m);
 }
 bool unet_lora_enabled(const UNet *m) { return m->nloras > 0; }
 int unet_lora_rank(const UNet *m) { return m->lora_rank; }
@@ -1163,7 +1395,10 @@ float unet_lora_alpha(const UNet *m) { return m->lora_alpha; }
 int unet_lora_param_count(const UNet *m) { return m->nlora_params; }
 const UNetParam *unet_lora_param(const UNet *m, int i) { return &m->lora_table[i]; }
 size_t unet_lora_num_params(const UNet *m) { return table_numel(m->lora_table, m->nlora_params); }
-float *unet_lora_params(UNet *m) { return m->lora_params; }
+float *unet_lora_params(UNet *m) {
+    m->bf16_stale = true;
+    return m->lora_params;
+}
 float *unet_lora_grads(UNet *m) { return m->lora_grads; }
 size_t unet_lora_buffer_floats(const UNet *m) { return m->lora_total; }
 void unet_lora_zero_grads(UNet *m) {
@@ -1234,6 +1469,7 @@ int unet_lora_load(UNet *m, const char *path) {
         float *host = DF_MALLOC(p->numel * sizeof(float), "LoRA staging");
         status = safetensors_load_f32(&f, p->name, 2, p->shape, host);
         if (status == DF_OK) m->be->upload(m->be, m->lora_params + p->offset, host, p->numel * sizeof(float));
+        m->bf16_stale = true;
         free(host);
     }
     for (int i = 0; i < f.count && status == DF_OK; i++) {
@@ -1248,8 +1484,45 @@ done:
     return status;
 }
 
+int unet_set_precision(UNet *m, UNetPrecision precision) {
+    if (precision != UNET_FP32 && precision != UNET_BF16)
+        return df_fail(DF_ERR_ARG, "unet: unknown precision %d (UNET_FP32 or UNET_BF16)", (int)precision);
+    m->bf16 = precision == UNET_BF16;
+    m->bf16_stale = true;
+    invalidate_arenas(m);  // activations change size
+    return DF_OK;
+}
+
+UNetPrecision unet_precision(const UNet *m) { return m->bf16 ? UNET_BF16 : UNET_FP32; }
+const char *unet_precision_name(UNetPrecision precision) { return precision == UNET_BF16 ? "bf16" : "fp32"; }
+
+int unet_precision_parse(const char *name, UNetPrecision *out) {
+    if (name && !strcmp(name, "fp32")) *out = UNET_FP32;
+    else if (name && !strcmp(name, "bf16")) *out = UNET_BF16;
+    else return df_fail(DF_ERR_ARG, "precision '%s' is not known: fp32 or bf16", name ? name : "(null)");
+    return DF_OK;
+}
+
+size_t unet_bf16_weight_bytes(const UNet *m) {
+    return m->bf16 ? (m->total + m->lora_total) * sizeof(uint16_t) : 0;
+}
+
+// bf16 mode: (re)casts the working copies of the master parameters and adapters when they may have changed.
+static void sync_bf16_weights(UNet *m) {
+    if (!m->bf16 || !m->bf16_stale) return;
+    Backend *be = m->be;
+    if (!m->params_bf16) m->params_bf16 = be->alloc(be, m->total * sizeof(uint16_t));
+    be->cast_f32_to_bf16(be, m->params_bf16, m->params, m->total);
+    if (m->lora_params) {
+        if (!m->lora_bf16) m->lora_bf16 = be->alloc(be, m->lora_total * sizeof(uint16_t));
+        be->cast_f32_to_bf16(be, m->lora_bf16, m->lora_params, m->lora_total);
+    }
+    m->bf16_stale = false;
+}
+
 void unet_set_recompute(UNet *m, bool on) {
     m->recompute = on;
-    m->shape[0] = 0;  // re-measure the activation arena
+    invalidate_arenas(m);
 }
 size_t unet_activation_bytes(const UNet *m) { return m->act.capacity; }
+size_t unet_inference_bytes(const UNet *m) { return m->infer_act.capacity; }

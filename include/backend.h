@@ -188,6 +188,53 @@ typedef void DdimLogprobBackwardFn(Backend *be, float *d_model_out, const float 
 typedef void Conv2dForwardBf16Fn(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
                                  const uint16_t *weight, const float *bias);
 
+// ---- bf16 storage variants: the mixed-precision path ------------------------------------------------------
+// Same contracts as the fp32 ops above, with every activation (inputs, outputs and their gradients) stored as
+// bf16 (uint16_t bit patterns) and all arithmetic in fp32: inputs widened exactly, fp32 accumulation, each
+// output rounded to bf16 once (nearest even). Parameters that are not matrices (bias, gamma, beta, the
+// broadcast vector) and statistics (mean, rstd, lse) stay fp32; parameter gradients accumulate (+=) into fp32
+// buffers. Conv/linear weights are bf16 working copies of fp32 master weights. The CPU versions widen to
+// fp32, run the fp32 op and round the outputs: the reference the CUDA kernels are tested against.
+typedef void Conv2dBackwardBf16Fn(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_weight,
+                                  float *d_bias, const uint16_t *d_out, const uint16_t *in, const uint16_t *weight);
+typedef void LinearBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_weight, float *d_bias,
+                                  const uint16_t *d_out, const uint16_t *in, const uint16_t *weight, int M, int K,
+                                  int N);
+typedef void GroupNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                    const float *gamma, const float *beta, int B, int HW, int C, int G, float eps);
+typedef void GroupNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                     const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
+                                     const float *gamma, int B, int HW, int C, int G);
+typedef void LayerNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                    const float *gamma, const float *beta, int N, int C, float eps);
+typedef void LayerNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                     const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
+                                     const float *gamma, int N, int C);
+typedef void ActivationForwardBf16Fn(Backend *be, Activation act, uint16_t *out, const uint16_t *in, size_t n);
+typedef void ActivationBackwardBf16Fn(Backend *be, Activation act, uint16_t *d_in, const uint16_t *d_out,
+                                      const uint16_t *in, size_t n);
+typedef void GegluForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, int N, int F);
+typedef void GegluBackwardBf16Fn(Backend *be, uint16_t *d_in, const uint16_t *d_out, const uint16_t *in, int N,
+                                 int F);
+typedef void AttentionForwardBf16Fn(Backend *be, const AttentionShape *s, uint16_t *out, float *lse,
+                                    const uint16_t *q, const uint16_t *k, const uint16_t *v, float scale);
+typedef void AttentionBackwardBf16Fn(Backend *be, const AttentionShape *s, uint16_t *d_q, uint16_t *d_k,
+                                     uint16_t *d_v, const uint16_t *d_out, const uint16_t *q, const uint16_t *k,
+                                     const uint16_t *v, const uint16_t *out, const float *lse, float scale);
+typedef void Upsample2xForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, int B, int H, int W, int C);
+typedef void Upsample2xBackwardBf16Fn(Backend *be, uint16_t *d_in, const uint16_t *d_out, int B, int H, int W,
+                                      int C);
+typedef void AxpbyBf16Fn(Backend *be, uint16_t *out, float alpha, const uint16_t *a, float beta, const uint16_t *b,
+                         size_t n);
+// out [B, R, C] (bf16) = in (bf16) + vec [B, C] (fp32); backward: d_vec [B, C] (fp32, +=) = Σ_r d_out.
+typedef void AddBroadcastForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, const float *vec, int B,
+                                       int R, int C);
+typedef void AddBroadcastBackwardBf16Fn(Backend *be, float *d_vec, const uint16_t *d_out, int B, int R, int C);
+typedef void ConcatForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *a, const uint16_t *b, int N, int Ca,
+                                 int Cb);
+typedef void ConcatBackwardBf16Fn(Backend *be, uint16_t *d_a, uint16_t *d_b, const uint16_t *d_out, int N, int Ca,
+                                  int Cb);
+
 // ---- the backend --------------------------------------------------------------------------------------
 
 struct Backend {
@@ -240,6 +287,27 @@ struct Backend {
     CastBf16ToF32Fn *cast_bf16_to_f32;
     DdimStepFn *ddim_step;
     DdimLogprobBackwardFn *ddim_logprob_backward;
+
+    // bf16 storage variants (the mixed-precision path; conv2d_forward_bf16 and linear_forward_bf16 above)
+    Conv2dBackwardBf16Fn *conv2d_backward_bf16;
+    LinearBackwardBf16Fn *linear_backward_bf16;
+    GroupNormForwardBf16Fn *group_norm_forward_bf16;
+    GroupNormBackwardBf16Fn *group_norm_backward_bf16;
+    LayerNormForwardBf16Fn *layer_norm_forward_bf16;
+    LayerNormBackwardBf16Fn *layer_norm_backward_bf16;
+    ActivationForwardBf16Fn *activation_forward_bf16;
+    ActivationBackwardBf16Fn *activation_backward_bf16;
+    GegluForwardBf16Fn *geglu_forward_bf16;
+    GegluBackwardBf16Fn *geglu_backward_bf16;
+    AttentionForwardBf16Fn *attention_forward_bf16;
+    AttentionBackwardBf16Fn *attention_backward_bf16;
+    Upsample2xForwardBf16Fn *upsample2x_forward_bf16;
+    Upsample2xBackwardBf16Fn *upsample2x_backward_bf16;
+    AxpbyBf16Fn *axpby_bf16;
+    AddBroadcastForwardBf16Fn *add_broadcast_forward_bf16;
+    AddBroadcastBackwardBf16Fn *add_broadcast_backward_bf16;
+    ConcatForwardBf16Fn *concat_forward_bf16;
+    ConcatBackwardBf16Fn *concat_backward_bf16;
 };
 
 // The CPU backend (always available). threads <= 0: OpenMP's default.

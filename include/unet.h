@@ -92,11 +92,19 @@ void unet_write_param(UNet *m, const UNetParam *p, const float *host_src);
 // allocates it. Called by unet_forward when the shape changes. Returns the arena size in bytes.
 size_t unet_prepare(UNet *m, int B, int H, int W, int L);
 
+// Sizes and allocates the inference arena (unet_forward_inference) for a batch shape. Returns its bytes.
+size_t unet_prepare_inference(UNet *m, int B, int H, int W, int L);
+
 // out [B,H,W,Cout] = unet(sample [B,H,W,Cin], t [B], ctx [B,L,D]); all device pointers, channels-last.
 // Saves what backward needs in the activation arena.
 void unet_forward(UNet *m, float *out, const float *sample, const float *t, const float *ctx, int B, int H, int W,
                   int L);
-// Backward of the last forward: d_sample [B,H,W,Cin] (=), d_ctx [B,L,D] (=), parameter grads (+=).
+// The same output (bit-identical) without keeping anything for backward (sampling, evaluation): each block's
+// temporaries are released as soon as it finishes, in a separate inference arena (about the skip connections
+// plus one block's working set). A unet_backward after it is refused.
+void unet_forward_inference(UNet *m, float *out, const float *sample, const float *t, const float *ctx, int B, int H,
+                            int W, int L);
+// Backward of the last unet_forward: d_sample [B,H,W,Cin] (=), d_ctx [B,L,D] (=), parameter grads (+=).
 // d_sample / d_ctx may be NULL.
 void unet_backward(UNet *m, float *d_sample, float *d_ctx, const float *d_out);
 
@@ -125,12 +133,27 @@ void unet_lora_read(UNet *m, const UNetParam *p, float *host_dst, bool gradient)
 int unet_lora_save(UNet *m, const char *path);
 int unet_lora_load(UNet *m, const char *path);
 
+// Mixed precision. UNET_BF16 stores every activation (and activation gradient) as bf16 and runs the convs,
+// linears and attention on bf16 working copies of the fp32 master weights, with fp32 arithmetic inside each
+// op; norm statistics, the time-embedding path, every parameter gradient and the caller's inputs/outputs stay
+// fp32. The working copies (one allocation, 2 bytes per parameter) are re-cast before a forward whenever the
+// parameters may have changed: after unet_params()/unet_lora_params() handed out a writable pointer, a
+// unet_write_param, a load. UNET_FP32 (the default) is the parity path.
+typedef enum { UNET_FP32 = 0, UNET_BF16 } UNetPrecision;
+int unet_set_precision(UNet *m, UNetPrecision precision);
+UNetPrecision unet_precision(const UNet *m);
+const char *unet_precision_name(UNetPrecision precision);  // "fp32", "bf16"
+// "fp32" / "bf16" → *out; anything else is an error naming the value (df_error_message).
+int unet_precision_parse(const char *name, UNetPrecision *out);
+size_t unet_bf16_weight_bytes(const UNet *m);  // the working copies' size (0 in fp32)
+
 // Gradient checkpointing: forward keeps only each block's output (resnets, transformers) and backward
 // recomputes the block before differentiating it; the activation arena shrinks accordingly. Results are
 // bit-identical to the stored mode.
 void unet_set_recompute(UNet *m, bool on);
-// Bytes of the activation arena for the last prepared shape.
+// Bytes of the activation arena (training) / the inference arena for the last prepared shapes.
 size_t unet_activation_bytes(const UNet *m);
+size_t unet_inference_bytes(const UNet *m);
 
 // Counted from the config for one forward at this shape (multiply-adds × 2), and backward (≈ 2× forward).
 double unet_forward_flops(UNet *m, int B, int H, int W, int L);

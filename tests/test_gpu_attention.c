@@ -1,12 +1,35 @@
-// test_gpu_attention.c — the CUDA attention against the CPU reference.
+// test_gpu_attention.c — the CUDA attention against the CPU reference, on both device paths.
 //
-// Self- and cross-attention shapes (Lq = Lk = 77, Lq = 64 vs Lk = 77, Lq = 13 vs Lk = 7, ...), 1 to 20 heads,
-// head_dim 2 to 64; random q, k, v and upstream gradient drawn on the host, forward (out, lse) and backward
-// (d_q, d_k, d_v) run on both backends, every output compared at ‖a−b‖/‖b‖ < 1e-5. The device backward
-// consumes its own forward's out and lse. Device outputs are poisoned with NaN first so an unwritten element
-// fails. Two device runs must be bitwise equal; NULL gradient pointers and a NULL lse are exercised. One
-// large shape makes the device split the heads into chunks (workspace bound) in forward and backward.
+// Self- and cross-attention shapes (Lq = Lk = 77, Lq = 64 vs Lk = 77, Lq = 13 vs Lk = 7, ...), 1 to 64 heads,
+// head_dim 1 to 200 (every fused head-dim bucket and its edges: 32/33, 64/65, 96/97, 128/129, 160, and 200,
+// which the fused path hands to the gemm path), sequence tails on both sides, SD-sized shapes (B=2, 8 heads,
+// 1024 x 1024 tokens at head_dim 40; 4096 image tokens vs 77 text tokens at head_dim 64) and B*heads = 70400
+// (more than a grid dimension's 65535). Random q, k, v and upstream gradient drawn on the host, forward
+// (out, lse) and backward (d_q, d_k, d_v) run on both backends, every output compared at ‖a−b‖/‖b‖ < 1e-5.
+// The device backward consumes its own forward's out and lse. Device outputs are poisoned with NaN first so an
+// unwritten element fails. Two device runs must be bitwise equal; NULL gradient pointers and a NULL lse are
+// exercised. One large shape makes the gemm path split the heads into chunks (workspace bound).
+//
+// Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
+// checks the default (fused) path, then runs itself again with DIFFURL_CUDA_ATTENTION=gemm (every check on
+// the cuBLAS path) and with an unknown value (which must be a fatal error that names the value).
+#define _GNU_SOURCE  // setenv, posix_spawn
+#include <spawn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "harness.h"
+
+extern char **environ;
+
+#define PATH_ENV "DIFFURL_CUDA_ATTENTION"
+
+// The device path this process runs ("fused" when the variable is unset).
+static const char *path_name(void) {
+    const char *p = getenv(PATH_ENV);
+    return p && p[0] ? p : "fused";
+}
 
 // Naive forward in double for one (b, h, i): out row [D] and lse (an independent check of the CPU reference).
 static void attention_naive_row(const AttentionShape *s, const float *q, const float *k, const float *v, float scale,
@@ -35,8 +58,8 @@ static void attention_naive_row(const AttentionShape *s, const float *q, const f
 
 static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionShape s, float in_std, bool extras) {
     char tag[128];
-    snprintf(tag, sizeof tag, "attention B=%d Lq=%d Lk=%d heads=%d head_dim=%d", s.B, s.Lq, s.Lk, s.heads,
-             s.head_dim);
+    snprintf(tag, sizeof tag, "[%s] attention B=%d Lq=%d Lk=%d heads=%d head_dim=%d", path_name(), s.B, s.Lq, s.Lk,
+             s.heads, s.head_dim);
     printf("%s\n", tag);
     const int HD = s.heads * s.head_dim;
     const size_t n_q = (size_t)s.B * s.Lq * HD, n_kv = (size_t)s.B * s.Lk * HD;
@@ -136,10 +159,59 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
+// Runs this test binary again with DIFFURL_CUDA_ATTENTION=value and returns its exit status (-1 when it did
+// not exit normally). With out != NULL its stdout and stderr are captured there (NUL-terminated, at most cap-1
+// bytes kept); otherwise they go to ours.
+static int run_self_with_path(const char *value, char *out, size_t cap) {
+    int fds[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0) DF_FATAL("posix_spawn_file_actions_init failed");
+    if (out) {
+        if (pipe(fds) != 0) DF_FATAL("pipe failed");
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+        posix_spawn_file_actions_addclose(&fa, fds[0]);
+        posix_spawn_file_actions_addclose(&fa, fds[1]);
+    }
+    if (setenv(PATH_ENV, value, 1) != 0) DF_FATAL("setenv failed");
+    fflush(stdout);
+    fflush(stderr);
+    char self[] = "/proc/self/exe";
+    char *argv[] = {self, NULL};
+    pid_t pid;
+    const int err = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+    unsetenv(PATH_ENV);
+    posix_spawn_file_actions_destroy(&fa);
+    if (out) close(fds[1]);
+    if (err != 0) {
+        if (out) close(fds[0]);
+        printf("posix_spawn of %s failed: %s\n", self, strerror(err));
+        return -1;
+    }
+    if (out) {
+        size_t len = 0;
+        char sink[4096];
+        for (;;) {  // read to EOF (the child could block on a full pipe otherwise)
+            char *dst = len + 1 < cap ? out + len : sink;
+            const size_t room = len + 1 < cap ? cap - 1 - len : sizeof sink;
+            const ssize_t got = read(fds[0], dst, room);
+            if (got <= 0) break;
+            if (dst != sink) len += (size_t)got;
+        }
+        out[len] = '\0';
+        close(fds[0]);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 int main(void) {
     Backend *gpu = test_require_cuda();
     Backend *cpu = backend_cpu_create(0);
     TestRng rng = test_rng(777);
+    const bool is_parent = getenv(PATH_ENV) == NULL;
+    printf("attention path: %s\n", path_name());
 
     //                                        B   Lq   Lk  heads head_dim
     test_attention(cpu, gpu, &rng, (AttentionShape){2, 77, 77, 8, 40}, 1.0f, true);   // self, SD-1.5 head size
@@ -148,12 +220,42 @@ int main(void) {
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 77, 77, 1, 64}, 1.0f, false);  // one head of 64
     test_attention(cpu, gpu, &rng, (AttentionShape){3, 13, 13, 1, 5}, 2.0f, false);   // peaked softmax
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 7, 13, 3, 1}, 1.0f, false);    // head_dim 1
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 1, 1, 1, 1}, 1.0f, true);      // the smallest
     test_attention(cpu, gpu, &rng, (AttentionShape){2, 100, 100, 8, 64}, 1.0f, false);
-    // Large enough that the device works through the heads in chunks (1 GiB of score buffers per chunk:
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 65, 129, 3, 12}, 1.0f, true);  // tails on both sides
+    // The fused head-dim buckets (32, 64, 96, 128, 160) at and just past their edges; 200 is beyond the fused
+    // kernels (the fused path falls back to gemm).
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 130, 66, 2, 33}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 65}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 96}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 97}, 1.0f, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 128}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 129}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 67, 77, 2, 160}, 1.0f, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 33, 17, 1, 80}, 3.0f, false);  // very peaked
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 20, 30, 2, 200}, 1.0f, false);
+    // B*heads = 70400 blocks' worth of heads: more than one grid dimension's 65535.
+    test_attention(cpu, gpu, &rng, (AttentionShape){1100, 3, 2, 64, 1}, 1.0f, false);
+    // Stable Diffusion sizes: 32x32 latents' worth of tokens at head_dim 40, and 64x64 image tokens vs 77 text.
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 1024, 1024, 8, 40}, 1.0f, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 4096, 77, 8, 64}, 1.0f, false);
+    // Large enough that the gemm path works through the heads in chunks (1 GiB of score buffers per chunk:
     // 40 heads of 4096x2048 floats = 1.25 GiB forward, 2.5 GiB backward).
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 4096, 2048, 40, 2}, 1.0f, false);
 
     backend_destroy(cpu);
     backend_destroy(gpu);
+    if (!is_parent) return test_finish(strcmp(path_name(), "gemm") == 0 ? "test_gpu_attention (gemm path)"
+                                                                        : "test_gpu_attention (child)");
+
+    // The same checks on the cuBLAS path, in a child process (the variable is read once per process).
+    const int rc_gemm = run_self_with_path("gemm", NULL, 0);
+    CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
+    // An unknown value stops at the first attention call with a message naming it.
+    static char log[1 << 16];
+    const int rc_bad = run_self_with_path("no-such-path", log, sizeof log);
+    CHECK(rc_bad != 0 && rc_bad != TEST_SKIP_CODE && strstr(log, "no-such-path") && strstr(log, PATH_ENV),
+          "DIFFURL_CUDA_ATTENTION=no-such-path is a fatal error naming the value (child exit %d)", rc_bad);
+    if (rc_bad == 0) printf("child output:\n%s\n", log);
     return test_finish("test_gpu_attention");
 }

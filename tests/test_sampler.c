@@ -137,6 +137,24 @@ int main(int argc, char **argv) {
         trajectories_free(&t);
 
         if (c == 1) {
+            // bf16 UNet (mixed precision): the trajectory stays near the fp32 oracle, and re-scoring with the
+            // training forward reproduces the bf16 sampler's log-probs bit-exactly (inference == forward)
+            unet_set_precision(m, UNET_BF16);
+            Trajectories t16;
+            if (CHECK(sampler_run(&cfg, fx.B, fx.H, fx.W, fx.C, fx.x_T, &cond, fx.noise, 0, &t16) == 0,
+                      "bf16 sample: %s", df_error_message())) {
+                double dl = rel_error(t16.latents, fx.latents, (size_t)fx.B * (fx.N + 1) * n);
+                double dp = rel_error(t16.log_probs, fx.log_probs, (size_t)fx.B * fx.N);
+                printf("  bf16 UNet: latents rel %.2e, log-probs rel %.2e from the fp32 oracle\n", dl, dp);
+                CHECK(dl > 0.0 && dl <= 5e-2, "bf16 latents within 5e-2 of the oracle (rel %.2e)", dl);
+                CHECK(dp <= 5e-2, "bf16 log-probs within 5e-2 of the oracle (rel %.2e)", dp);
+                check_rescore(m, &cfg, &cond, &t16);
+                trajectories_free(&t16);
+            }
+            unet_set_precision(m, UNET_FP32);
+        }
+
+        if (c == 1) {
             // Philox noise: the same trajectory whether samples run together or one per device batch
             Trajectories all, one;
             sampler_run(&cfg, fx.B, fx.H, fx.W, fx.C, fx.x_T, &cond, NULL, 0, &all);

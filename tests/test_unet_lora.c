@@ -86,6 +86,14 @@ int main(int argc, char **argv) {
     CHECK(unet_lora_rank(m) == 2 && unet_lora_alpha(m) == 4.0f, "rank 2, alpha 4 from the metadata");
     float *got = forward(be, m, &in);
     check_close("out_lora vs diffusers", got, in.want_lora, n_out, 1e-4);
+    {  // sampling path with the adapter: unet_forward_inference gives the same output bit for bit
+        float *inferred = DF_MALLOC(n_out * sizeof(float), "inferred");
+        unet_forward_inference(m, in.d_out, in.d_sample, in.d_t, in.d_ctx, in.B, in.H, in.W, in.L);
+        dev_download(be, inferred, in.d_out, n_out);
+        CHECK(memcmp(inferred, got, n_out * sizeof(float)) == 0, "LoRA inference forward is bit-identical");
+        free(inferred);
+        free(forward(be, m, &in));  // backward below needs a training forward
+    }
     CHECK(rel_error(base, in.want_lora, n_out) > 0.1, "the adapter moves the output (rel %.3f)",
           rel_error(base, in.want_lora, n_out));
     unet_lora_zero_grads(m);

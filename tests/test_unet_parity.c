@@ -69,6 +69,17 @@ static void run_config(Backend *be, const char *name) {
     unet_forward(m, d_out, d_sample, d_t, d_ctx, B, H, W, L);
     dev_download(be, got, d_out, n_out);
     CHECK(memcmp(first, got, n_out * sizeof(float)) == 0, "%s: forward is deterministic (bitwise)", name);
+    // inference (nothing kept for backward): the same output bit for bit, in a smaller arena; the training
+    // forward after it (below, before backward) must be unaffected
+    be->zero(be, d_out, n_out * sizeof(float));
+    unet_forward_inference(m, d_out, d_sample, d_t, d_ctx, B, H, W, L);
+    dev_download(be, got, d_out, n_out);
+    CHECK(memcmp(first, got, n_out * sizeof(float)) == 0, "%s: inference forward is bit-identical", name);
+    CHECK(unet_inference_bytes(m) < unet_activation_bytes(m) / 2, "%s: inference arena %.2f MB < half of %.2f MB",
+          name, unet_inference_bytes(m) / 1e6, unet_activation_bytes(m) / 1e6);
+    printf("  arenas: %.2f MB training, %.2f MB inference\n", unet_activation_bytes(m) / 1e6,
+           unet_inference_bytes(m) / 1e6);
+    unet_forward(m, d_out, d_sample, d_t, d_ctx, B, H, W, L);
     free(first);
 
     unet_zero_grads(m);

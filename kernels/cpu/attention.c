@@ -10,20 +10,31 @@
 //                         dQ = scale · dS K,  dK = scale · dSᵀ Q
 //   Any of d_q, d_k, d_v may be NULL; lse may be NULL in the forward (nothing saved).
 //
-// Scheduling: when the per-head GEMMs are small (OpenBLAS would run them on one thread anyway) the
-// (b, h) pairs are spread over OpenMP threads, each with its own S/P scratch; otherwise heads run one
-// after another, OpenBLAS threads each GEMM, and OpenMP splits the row-wise softmax work. Either way
-// each output element is produced by one thread in a fixed order, so results are deterministic.
+// Scheduling: when there are several (b, h) pairs and a head's scores fit a modest scratch, the pairs are
+// spread over OpenMP threads, each running its heads' GEMMs single-threaded with its own S/P scratch;
+// otherwise heads run one after another, each split into fixed blocks of rows (query rows for S, P, dS,
+// dQ; key rows for dK, dV) whose single-threaded GEMMs run in parallel. The choice depends on the shape
+// only, each output element is produced by one GEMM or loop in a fixed order, and no GEMM is split by
+// OpenBLAS's threads: results are deterministic and independent of the thread count.
+// The softmax's exp is vmath.h's vm_expf and its row passes (max, exp, sum, scale) vectorize.
 #include <math.h>
 #include <omp.h>
 
 #include <cblas.h>
 
 #include "cpu_ops.h"
+#include "vmath.h"
 
-// Per-head GEMM size (Lq·Lk·D) up to which heads are spread over threads. OpenBLAS 0.3.x runs a GEMM
-// with M·N·K <= 65536·4 on a single thread, so below this calling it from several threads costs nothing.
-#define ATTN_SMALL_HEAD_GEMM ((size_t)1 << 18)
+// Scores per head (Lq·Lk) up to which the (b, h) pairs are spread over threads: a scratch of 4 MiB (forward)
+// or 8 MiB (backward) per thread at most. Spreading avoids the 3–5 fork/joins per head of the sequential
+// path, which cost more than the work for small heads and stall whenever a core is busy elsewhere:
+// UNet self-attention B=8, 4 heads, L=256, D=8 on 2 threads, forward 24 → 2.5–8 ms, backward 60–90 →
+// 8–13 ms. Bigger heads (Lq = Lk = 4096: 64 MiB of scores) run one after another, in ATTN_BLOCK blocks.
+#define ATTN_SPREAD_MAX_SCORES ((size_t)1 << 20)
+// Rows per block of the sequential path, the unit of OpenMP work there. Fixed, so that the blocks, and the
+// GEMMs each runs single-threaded, do not depend on the thread count: a BLAS-threaded GEMM is not
+// bit-reproducible across thread counts (OpenBLAS 0.3 splits its work, and so rounds, per thread count).
+#define ATTN_BLOCK 64
 
 static void check_shape(const AttentionShape *s, const char *op) {
     if (s->B < 0 || s->Lq <= 0 || s->Lk <= 0 || s->heads <= 0 || s->head_dim <= 0)
@@ -32,80 +43,139 @@ static void check_shape(const AttentionShape *s, const char *op) {
 }
 
 static bool spread_heads(const AttentionShape *s) {
-    return s->B * s->heads >= 2 && (size_t)s->Lq * s->Lk * s->head_dim <= ATTN_SMALL_HEAD_GEMM;
+    return s->B * s->heads >= 2 && (size_t)s->Lq * s->Lk <= ATTN_SPREAD_MAX_SCORES;
 }
 
-// One (b, h) of the forward. S: scratch [Lq, Lk]. rows_parallel: split the softmax rows over OpenMP
-// threads (only when not already inside a parallel region over heads).
+// Scratch sets (threads) for the spread path: no more than there are heads.
+static int spread_sets(int n_bh) {
+    const int t = omp_get_max_threads();
+    return t < n_bh ? t : n_bh;
+}
+
+// Row helpers of the softmax, written so that GCC vectorizes them (8 lanes of AVX2). The sum is kept in
+// ROW_LANES partial sums (lane t adds the elements j ≡ t mod ROW_LANES, in order), combined in a fixed
+// order: the result depends only on Lk, never on the thread count.
+#define ROW_LANES 8
+
+// A float's bits as an int whose order is the float order (sign-magnitude → two's complement), and back
+// (the map is its own inverse). An int max reduction vectorizes (vpmaxsd); a float one does not without
+// -ffinite-math-only.
+static inline int32_t order_key(int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); }
+
+// max_j x[j] (n >= 1), exact and independent of the order. A NaN sorts above +inf (or below −inf with
+// the sign bit set): the row's softmax is NaN then, as exp(NaN) reaches every element through the sum.
+static float row_max(const float *x, int n) {
+    int32_t m = order_key(vm_bits_(x[0]));
+    for (int j = 1; j < n; j++) {
+        const int32_t kj = order_key(vm_bits_(x[j]));
+        m = kj > m ? kj : m;
+    }
+    return vm_from_bits_(order_key(m));
+}
+
+// Σ_j x[j] in fp32 over ROW_LANES partial sums (pairwise-like: each partial sum has n/8 terms).
+static float row_sum(const float *x, int n) {
+    float acc[ROW_LANES] = {0};
+    int j = 0;
+    for (; j + ROW_LANES <= n; j += ROW_LANES)
+        for (int t = 0; t < ROW_LANES; t++) acc[t] += x[j + t];
+    for (; j < n; j++) acc[0] += x[j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// x[j] = exp(x[j] − shift).
+static void row_exp_shift(float *x, int n, float shift) {
+    for (int j = 0; j < n; j++) x[j] = vm_expf(x[j] - shift);
+}
+
+// One (b, h) of the forward, in blocks of up to `rb` query rows (each: two GEMMs and the softmax of its
+// rows). S: scratch [Lq, Lk]. par: the blocks are split over OpenMP threads (only when not already inside
+// a parallel region over heads); each block's GEMMs then run single-threaded.
 static void head_forward(const AttentionShape *s, int b, int h, float scale, float *S, float *out, float *lse,
-                         const float *q, const float *k, const float *v, bool rows_parallel) {
+                         const float *q, const float *k, const float *v, int rb, bool par) {
     const int Lq = s->Lq, Lk = s->Lk, D = s->head_dim, HD = s->heads * s->head_dim;
     const float *Qh = q + (size_t)b * Lq * HD + (size_t)h * D;  // [Lq, D], row stride HD
     const float *Kh = k + (size_t)b * Lk * HD + (size_t)h * D;  // [Lk, D], row stride HD
     const float *Vh = v + (size_t)b * Lk * HD + (size_t)h * D;  // [Lk, D], row stride HD
     float *Oh = out + (size_t)b * Lq * HD + (size_t)h * D;      // [Lq, D], row stride HD
     float *lse_h = lse ? lse + ((size_t)b * s->heads + h) * Lq : NULL;  // [Lq]
+    const int n_blocks = (Lq + rb - 1) / rb;
 
-    // S [Lq, Lk] = scale · Qh Khᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Lq, Lk, D, scale, Qh, HD, Kh, HD, 0.0f, S, Lk);
-#pragma omp parallel for schedule(static) if (rows_parallel)
-    for (int i = 0; i < Lq; i++) {
-        float *row = S + (size_t)i * Lk;  // [Lk]
-        float m = row[0];
-        for (int j = 1; j < Lk; j++) m = row[j] > m ? row[j] : m;
-        float sum = 0.0f;
-        for (int j = 0; j < Lk; j++) {
-            row[j] = expf(row[j] - m);
-            sum += row[j];
+#pragma omp parallel for schedule(static) if (par)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        const int i0 = blk * rb, nb = Lq - i0 < rb ? Lq - i0 : rb;
+        float *Sb = S + (size_t)i0 * Lk;  // [nb, Lk]
+        // Sb [nb, Lk] = scale · Qh[i0:i0+nb] Khᵀ
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, Lk, D, scale, Qh + (size_t)i0 * HD, HD, Kh, HD, 0.0f,
+                    Sb, Lk);
+        for (int i = 0; i < nb; i++) {
+            float *row = Sb + (size_t)i * Lk;  // [Lk]
+            const float m = row_max(row, Lk);
+            row_exp_shift(row, Lk, m);  // row = exp(row − m)
+            const float sum = row_sum(row, Lk);  // >= 1: the max term contributes exp(0) = 1
+            const float inv = 1.0f / sum;
+            for (int j = 0; j < Lk; j++) row[j] *= inv;
+            if (lse_h) lse_h[i0 + i] = m + logf(sum);
         }
-        float inv = 1.0f / sum;  // sum >= 1: the max term contributes exp(0)
-        for (int j = 0; j < Lk; j++) row[j] *= inv;
-        if (lse_h) lse_h[i] = m + logf(sum);
+        // Oh[i0:i0+nb] [nb, D] = P [nb, Lk] · Vh [Lk, D]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, D, Lk, 1.0f, Sb, Lk, Vh, HD, 0.0f,
+                    Oh + (size_t)i0 * HD, HD);
     }
-    // Oh [Lq, D] = P [Lq, Lk] · Vh [Lk, D]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lq, D, Lk, 1.0f, S, Lk, Vh, HD, 0.0f, Oh, HD);
 }
 
-// One (b, h) of the backward. P, dS: scratch [Lq, Lk] each.
+// One (b, h) of the backward: P, dS and dQ in blocks of up to `rb` query rows, then dV and dK in blocks of
+// up to `rb` key rows (a reduction over all queries, each element inside one GEMM). P, dS: scratch
+// [Lq, Lk] each. par: as in head_forward.
 static void head_backward(const AttentionShape *s, int b, int h, float scale, float *P, float *dS,
                           float *d_q, float *d_k, float *d_v, const float *d_out, const float *q, const float *k,
-                          const float *v, const float *out, const float *lse, bool rows_parallel) {
+                          const float *v, const float *out, const float *lse, int rb, bool par) {
     const int Lq = s->Lq, Lk = s->Lk, D = s->head_dim, HD = s->heads * s->head_dim;
     const size_t q_off = (size_t)b * Lq * HD + (size_t)h * D, k_off = (size_t)b * Lk * HD + (size_t)h * D;
     const float *Qh = q + q_off, *dOh = d_out + q_off, *Oh = out + q_off;  // [Lq, D], row stride HD
     const float *Kh = k + k_off, *Vh = v + k_off;                           // [Lk, D], row stride HD
     const float *lse_h = lse + ((size_t)b * s->heads + h) * Lq;             // [Lq]
+    const bool need_ds = d_q || d_k;
+    const int q_blocks = (Lq + rb - 1) / rb, k_blocks = (Lk + rb - 1) / rb;
 
-    // P [Lq, Lk] = exp(scale · Qh Khᵀ − lse)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Lq, Lk, D, scale, Qh, HD, Kh, HD, 0.0f, P, Lk);
-#pragma omp parallel for schedule(static) if (rows_parallel)
-    for (int i = 0; i < Lq; i++) {
-        float *row = P + (size_t)i * Lk;  // [Lk]
-        for (int j = 0; j < Lk; j++) row[j] = expf(row[j] - lse_h[i]);
+#pragma omp parallel for schedule(static) if (par)
+    for (int blk = 0; blk < q_blocks; blk++) {
+        const int i0 = blk * rb, nb = Lq - i0 < rb ? Lq - i0 : rb;
+        float *Pb = P + (size_t)i0 * Lk, *dSb = dS + (size_t)i0 * Lk;  // [nb, Lk] each
+        // Pb = exp(scale · Qh[i0:i0+nb] Khᵀ − lse)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, Lk, D, scale, Qh + (size_t)i0 * HD, HD, Kh, HD, 0.0f,
+                    Pb, Lk);
+        for (int i = 0; i < nb; i++) row_exp_shift(Pb + (size_t)i * Lk, Lk, lse_h[i0 + i]);
+        if (!need_ds) continue;
+        // dPb [nb, Lk] = dOh[i0:i0+nb] [nb, D] · Vhᵀ [D, Lk]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, Lk, D, 1.0f, dOh + (size_t)i0 * HD, HD, Vh, HD, 0.0f,
+                    dSb, Lk);
+        for (int i = 0; i < nb; i++) {
+            const float *dO_i = dOh + (size_t)(i0 + i) * HD, *O_i = Oh + (size_t)(i0 + i) * HD;  // [D]
+            double acc = 0.0;
+            for (int d = 0; d < D; d++) acc += (double)dO_i[d] * O_i[d];
+            const float delta = (float)acc;  // Δ_i = Σ_j P_ij dP_ij = dO_i · O_i
+            const float *p = Pb + (size_t)i * Lk;
+            float *ds = dSb + (size_t)i * Lk;  // [Lk]: dP becomes dS in place
+            for (int j = 0; j < Lk; j++) ds[j] = p[j] * (ds[j] - delta);
+        }
+        // dQh[i0:i0+nb] [nb, D] = scale · dSb [nb, Lk] · Kh [Lk, D]
+        if (d_q)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, D, Lk, scale, dSb, Lk, Kh, HD, 0.0f,
+                        d_q + q_off + (size_t)i0 * HD, HD);
     }
-    // dVh [Lk, D] = Pᵀ [Lk, Lq] · dOh [Lq, D]
-    if (d_v)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lk, D, Lq, 1.0f, P, Lk, dOh, HD, 0.0f, d_v + k_off, HD);
-    if (!d_q && !d_k) return;
-
-    // dP [Lq, Lk] = dOh [Lq, D] · Vhᵀ [D, Lk]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Lq, Lk, D, 1.0f, dOh, HD, Vh, HD, 0.0f, dS, Lk);
-#pragma omp parallel for schedule(static) if (rows_parallel)
-    for (int i = 0; i < Lq; i++) {
-        const float *dO_i = dOh + (size_t)i * HD, *O_i = Oh + (size_t)i * HD;  // [D]
-        double acc = 0.0;
-        for (int d = 0; d < D; d++) acc += (double)dO_i[d] * O_i[d];
-        const float delta = (float)acc;  // Δ_i = Σ_j P_ij dP_ij = dO_i · O_i
-        const float *p = P + (size_t)i * Lk;
-        float *ds = dS + (size_t)i * Lk;  // [Lk]: dP becomes dS in place
-        for (int j = 0; j < Lk; j++) ds[j] = p[j] * (ds[j] - delta);
+    if (!d_v && !d_k) return;
+#pragma omp parallel for schedule(static) if (par)
+    for (int blk = 0; blk < k_blocks; blk++) {
+        const int j0 = blk * rb, nb = Lk - j0 < rb ? Lk - j0 : rb;
+        // dVh[j0:j0+nb] [nb, D] = P[:, j0:j0+nb]ᵀ [nb, Lq] · dOh [Lq, D]
+        if (d_v)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, D, Lq, 1.0f, P + j0, Lk, dOh, HD, 0.0f,
+                        d_v + k_off + (size_t)j0 * HD, HD);
+        // dKh[j0:j0+nb] [nb, D] = scale · dS[:, j0:j0+nb]ᵀ [nb, Lq] · Qh [Lq, D]
+        if (d_k)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, D, Lq, scale, dS + j0, Lk, Qh, HD, 0.0f,
+                        d_k + k_off + (size_t)j0 * HD, HD);
     }
-    // dQh [Lq, D] = scale · dS [Lq, Lk] · Kh [Lk, D]
-    if (d_q)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Lq, D, Lk, scale, dS, Lk, Kh, HD, 0.0f, d_q + q_off, HD);
-    // dKh [Lk, D] = scale · dSᵀ [Lk, Lq] · Qh [Lq, D]
-    if (d_k)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Lk, D, Lq, scale, dS, Lk, Qh, HD, 0.0f, d_k + k_off, HD);
 }
 
 void cpu_attention_forward(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q,
@@ -115,20 +185,20 @@ void cpu_attention_forward(Backend *be, const AttentionShape *s, float *out, flo
     if (n_bh == 0) return;
     const size_t per_set = (size_t)s->Lq * s->Lk;  // S [Lq, Lk]
     if (spread_heads(s)) {
-        const int sets = omp_get_max_threads();
+        const int sets = spread_sets(n_bh);
         float *scratch = DF_MALLOC((size_t)sets * per_set * sizeof(float), "attention forward scratch");
-#pragma omp parallel
+#pragma omp parallel num_threads(sets)
         {
             float *S = scratch + (size_t)omp_get_thread_num() * per_set;
 #pragma omp for schedule(static)
             for (int bh = 0; bh < n_bh; bh++)
-                head_forward(s, bh / s->heads, bh % s->heads, scale, S, out, lse, q, k, v, false);
+                head_forward(s, bh / s->heads, bh % s->heads, scale, S, out, lse, q, k, v, s->Lq, false);
         }
         free(scratch);
     } else {
         float *S = DF_MALLOC(per_set * sizeof(float), "attention forward scratch");
         for (int bh = 0; bh < n_bh; bh++)
-            head_forward(s, bh / s->heads, bh % s->heads, scale, S, out, lse, q, k, v, true);
+            head_forward(s, bh / s->heads, bh % s->heads, scale, S, out, lse, q, k, v, ATTN_BLOCK, true);
         free(S);
     }
 }
@@ -142,22 +212,22 @@ void cpu_attention_backward(Backend *be, const AttentionShape *s, float *d_q, fl
     if (n_bh == 0 || (!d_q && !d_k && !d_v)) return;
     const size_t mat = (size_t)s->Lq * s->Lk, per_set = 2 * mat;  // P, dS [Lq, Lk]
     if (spread_heads(s)) {
-        const int sets = omp_get_max_threads();
+        const int sets = spread_sets(n_bh);
         float *scratch = DF_MALLOC((size_t)sets * per_set * sizeof(float), "attention backward scratch");
-#pragma omp parallel
+#pragma omp parallel num_threads(sets)
         {
             float *P = scratch + (size_t)omp_get_thread_num() * per_set;
 #pragma omp for schedule(static)
             for (int bh = 0; bh < n_bh; bh++)
                 head_backward(s, bh / s->heads, bh % s->heads, scale, P, P + mat, d_q, d_k, d_v, d_out,
-                              q, k, v, out, lse, false);
+                              q, k, v, out, lse, s->Lq > s->Lk ? s->Lq : s->Lk, false);
         }
         free(scratch);
     } else {
         float *P = DF_MALLOC(per_set * sizeof(float), "attention backward scratch");
         for (int bh = 0; bh < n_bh; bh++)
             head_backward(s, bh / s->heads, bh % s->heads, scale, P, P + mat, d_q, d_k, d_v, d_out, q,
-                          k, v, out, lse, true);
+                          k, v, out, lse, ATTN_BLOCK, true);
         free(P);
     }
 }

@@ -85,5 +85,24 @@ Backend *backend_cpu_create(int threads) {
     be->cast_bf16_to_f32 = cpu_cast_bf16_to_f32;
     be->ddim_step = cpu_ddim_step;
     be->ddim_logprob_backward = cpu_ddim_logprob_backward;
+    be->conv2d_backward_bf16 = cpu_conv2d_backward_bf16;
+    be->linear_backward_bf16 = cpu_linear_backward_bf16;
+    be->group_norm_forward_bf16 = cpu_group_norm_forward_bf16;
+    be->group_norm_backward_bf16 = cpu_group_norm_backward_bf16;
+    be->layer_norm_forward_bf16 = cpu_layer_norm_forward_bf16;
+    be->layer_norm_backward_bf16 = cpu_layer_norm_backward_bf16;
+    be->activation_forward_bf16 = cpu_activation_forward_bf16;
+    be->activation_backward_bf16 = cpu_activation_backward_bf16;
+    be->geglu_forward_bf16 = cpu_geglu_forward_bf16;
+    be->geglu_backward_bf16 = cpu_geglu_backward_bf16;
+    be->attention_forward_bf16 = cpu_attention_forward_bf16;
+    be->attention_backward_bf16 = cpu_attention_backward_bf16;
+    be->upsample2x_forward_bf16 = cpu_upsample2x_forward_bf16;
+    be->upsample2x_backward_bf16 = cpu_upsample2x_backward_bf16;
+    be->axpby_bf16 = cpu_axpby_bf16;
+    be->add_broadcast_forward_bf16 = cpu_add_broadcast_forward_bf16;
+    be->add_broadcast_backward_bf16 = cpu_add_broadcast_backward_bf16;
+    be->concat_forward_bf16 = cpu_concat_forward_bf16;
+    be->concat_backward_bf16 = cpu_concat_backward_bf16;
     return be;
 }

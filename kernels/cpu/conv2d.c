@@ -10,6 +10,13 @@
 //   bf16:     out (bf16) = bf16(conv(f32(in), f32(weight)) + bias): the bf16 in/weight are widened to fp32, the
 //             fp32 forward above runs (bias [Cout] fp32, may be NULL, added in fp32), and the result is rounded
 //             to bf16 once (nearest even). The reference the CUDA bf16 op is tested against.
+//   bf16 backward (the mixed-precision path): d_out, in, weight and d_in bf16; d_weight, d_bias fp32.
+//             d_in     [B, H, W, Cin] (bf16)        = bf16(fp32 d_in of the widened operands)   (=, one rounding)
+//             d_weight [Cout, KH, KW, Cin] (fp32) += fp32 d_weight of the widened operands     (+=)
+//             d_bias   [Cout] (fp32)              += Σ over B·Ho·Wo rows of f32(d_out)          (+=)
+//             i.e. the bf16 operands are widened exactly, the fp32 backward above runs (accumulating straight
+//             into the caller's fp32 d_weight / d_bias), and d_in is rounded to bf16 once. Only the operands a
+//             requested gradient reads are widened (in for d_weight, weight for d_in); any gradient may be NULL.
 //
 // Method: the OHWI weight is a row-major matrix Wm [Cout, KH*KW*Cin], and im2col of an NHWC image gives
 // col [Ho*Wo, KH*KW*Cin] whose column order (kh, kw, ci) matches Wm's. Then
@@ -197,5 +204,36 @@ void cpu_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint16_t *out, c
     cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
     cpu_conv2d_forward(be, s, out_f, in_f, w_f, bias);
     cpu_cast_f32_to_bf16(be, out, out_f, n_out);  // round to nearest even, once
+    free(scratch);
+}
+
+void cpu_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_weight, float *d_bias,
+                              const uint16_t *d_out, const uint16_t *in, const uint16_t *weight) {
+    const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
+    check_shape(s, Ho, Wo, "conv2d_backward_bf16");
+    if (s->B == 0 || (!d_in && !d_weight && !d_bias)) return;
+    const size_t n_in = (size_t)s->B * s->H * s->W * s->C_in;
+    const size_t n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
+    const size_t n_out = (size_t)s->B * Ho * Wo * s->C_out;
+    // One scratch block: d_out_f [B, Ho, Wo, Cout] | in_f [B, H, W, Cin] (d_weight) | w_f [Cout, KH, KW, Cin] (d_in)
+    // | d_in_f [B, H, W, Cin] (d_in)
+    const size_t n_scratch = n_out + (d_weight ? n_in : 0) + (d_in ? n_w + n_in : 0);
+    float *scratch = DF_MALLOC(n_scratch * sizeof(float), "conv2d_backward_bf16 scratch");
+    float *d_out_f = scratch, *next = scratch + n_out;
+    float *in_f = NULL, *w_f = NULL, *d_in_f = NULL;
+    if (d_weight) {
+        in_f = next;
+        next += n_in;
+    }
+    if (d_in) {
+        w_f = next;
+        d_in_f = next + n_w;
+    }
+    cpu_cast_bf16_to_f32(be, d_out_f, d_out, n_out);
+    if (in_f) cpu_cast_bf16_to_f32(be, in_f, in, n_in);
+    if (w_f) cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
+    // fp32 backward on the widened operands; d_weight / d_bias accumulate directly into the caller's fp32 buffers.
+    cpu_conv2d_backward(be, s, d_in_f, d_weight, d_bias, d_out_f, in_f, w_f);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, d_in_f, n_in);  // round to nearest even, once
     free(scratch);
 }

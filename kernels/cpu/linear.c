@@ -5,6 +5,14 @@
 //             d_weight [N, K] += d_outᵀ · in                              (accumulated, +=)
 //             d_bias   [N]    += Σ_m d_out[m, :]                          (accumulated, +=)
 //   bf16:     out [M, N] (bf16) = bf16→f32(in) · bf16→f32(weight)ᵀ + bias (fp32 GEMM, one rounding at the end)
+//   bf16 backward (the mixed-precision path; d_out, in, weight, d_in bf16; d_weight, d_bias fp32):
+//             d_in     [M, K] (bf16)  = bf16(f32(d_out) · f32(weight))           (written, =; one rounding)
+//             d_weight [N, K] (fp32) += f32(d_out)ᵀ · f32(in)                    (accumulated, +=)
+//             d_bias   [N]    (fp32) += Σ_m f32(d_out[m, :])                     (accumulated, +=)
+//             The bf16 operands are widened exactly to fp32 and the fp32 backward above runs, accumulating
+//             straight into the caller's fp32 d_weight / d_bias, so those equal the fp32 op on the widened
+//             inputs bit for bit. Only the operands a requested gradient reads are widened (a bias-only call
+//             may pass NULL in/weight). The reference the CUDA bf16 backward is tested against.
 //
 // Row-major throughout; weight in PyTorch's [N_out, K_in] layout. Any gradient pointer may be NULL.
 // Deterministic: OpenBLAS splits GEMMs over M/N only (never K), and the bias column sums use a fixed
@@ -80,5 +88,35 @@ void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, con
     cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
     cpu_linear_forward(be, out_f, in_f, w_f, bias, M, K, N);
     cpu_cast_f32_to_bf16(be, out, out_f, n_out);  // round to nearest even, once
+    free(scratch);
+}
+
+void cpu_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_weight, float *d_bias, const uint16_t *d_out,
+                              const uint16_t *in, const uint16_t *weight, int M, int K, int N) {
+    DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_backward_bf16: negative dimension");
+    const size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
+    const bool want_din = d_in && n_in > 0;                  // reads d_out and weight
+    const bool want_dw = d_weight && n_w > 0 && M > 0;       // reads d_out and in
+    const bool want_db = d_bias && N > 0 && M > 0;           // reads d_out
+    if (!want_din && !want_dw && !want_db) return;
+    // One scratch block: d_out_f [M,N] | in_f [M,K] (d_weight) | w_f [N,K] (d_in) | d_in_f [M,K] (d_in)
+    const size_t n_scratch = n_out + (want_dw ? n_in : 0) + (want_din ? n_w + n_in : 0);
+    float *scratch = DF_MALLOC(n_scratch * sizeof(float), "linear_backward_bf16 scratch");
+    float *d_out_f = scratch, *next = scratch + n_out;
+    float *in_f = NULL, *w_f = NULL, *d_in_f = NULL;
+    if (want_dw) {
+        in_f = next;
+        next += n_in;
+    }
+    if (want_din) {
+        w_f = next;
+        d_in_f = next + n_w;
+    }
+    cpu_cast_bf16_to_f32(be, d_out_f, d_out, n_out);
+    if (in_f) cpu_cast_bf16_to_f32(be, in_f, in, n_in);
+    if (w_f) cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
+    // fp32 backward on the widened operands; d_weight / d_bias accumulate directly into the caller's fp32 buffers.
+    cpu_linear_backward(be, d_in_f, want_dw ? d_weight : NULL, want_db ? d_bias : NULL, d_out_f, in_f, w_f, M, K, N);
+    if (want_din) cpu_cast_f32_to_bf16(be, d_in, d_in_f, n_in);  // round to nearest even, once
     free(scratch);
 }

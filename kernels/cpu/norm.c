@@ -12,7 +12,14 @@
 //
 // gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the thread count: every sum has
 // one fixed sequential order, and each channel's parameter gradient is reduced by a single thread.
+//
+// *_bf16 (the mixed-precision path): in/out, d_out/d_in are bf16 (uint16_t bits); gamma, beta, mean, rstd and
+//   d_gamma/d_beta stay fp32. The bf16 tensors are widened exactly to fp32 scratch, the fp32 op above runs on
+//   them (fp64 statistics as above; d_gamma/d_beta accumulate (+=) straight into the caller's fp32 buffers),
+//   and each bf16 output is rounded once from the fp32 result (nearest even). The reference the CUDA bf16
+//   kernels are tested against. out may alias in, d_in may alias d_out (the inputs are widened first).
 #include <math.h>
+#include <stdlib.h>
 
 #include "cpu_ops.h"
 
@@ -138,4 +145,63 @@ void cpu_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_
                              int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
     cpu_group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, N, 1, C, 1);  // d_in [N, C]
+}
+
+// ---- bf16 storage variants ----------------------------------------------------------------------------------
+// Widen, run the fp32 op in place on the scratch (out may alias in there), round once.
+
+void cpu_group_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                 const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const size_t n = (size_t)B * HW * C;
+    if (n == 0) return;
+    float *x = DF_MALLOC(n * sizeof(float), "group_norm_forward_bf16 scratch");  // [B, HW, C]
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    cpu_group_norm_forward(be, x, mean, rstd, x, gamma, beta, B, HW, C, G, eps);  // in place: out = in
+    cpu_cast_f32_to_bf16(be, out, x, n);  // round to nearest even, once
+    free(x);
+}
+
+void cpu_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta, const uint16_t *d_out,
+                                  const uint16_t *in, const float *mean, const float *rstd, const float *gamma,
+                                  int B, int HW, int C, int G) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const size_t n = (size_t)B * HW * C;
+    if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
+    // One scratch block: dy [B, HW, C] (becomes d_in in place) | x [B, HW, C]
+    float *scratch = DF_MALLOC(2 * n * sizeof(float), "group_norm_backward_bf16 scratch");
+    float *dy = scratch, *x = scratch + n;
+    cpu_cast_bf16_to_f32(be, dy, d_out, n);
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    // d_in = d_out on the scratch is allowed (the parameter gradients read d_out before d_in is written).
+    cpu_group_norm_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, B, HW, C, G);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
+    free(scratch);
+}
+
+void cpu_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                 const float *gamma, const float *beta, int N, int C, float eps) {
+    DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
+    const size_t n = (size_t)N * C;
+    if (n == 0) return;
+    float *x = DF_MALLOC(n * sizeof(float), "layer_norm_forward_bf16 scratch");  // [N, C]
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    cpu_layer_norm_forward(be, x, mean, rstd, x, gamma, beta, N, C, eps);  // in place: out = in
+    cpu_cast_f32_to_bf16(be, out, x, n);
+    free(x);
+}
+
+void cpu_layer_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta, const uint16_t *d_out,
+                                  const uint16_t *in, const float *mean, const float *rstd, const float *gamma,
+                                  int N, int C) {
+    DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
+    const size_t n = (size_t)N * C;
+    if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
+    float *scratch = DF_MALLOC(2 * n * sizeof(float), "layer_norm_backward_bf16 scratch");
+    float *dy = scratch, *x = scratch + n;  // [N, C] each
+    cpu_cast_bf16_to_f32(be, dy, d_out, n);
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    cpu_layer_norm_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, N, C);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
+    free(scratch);
 }

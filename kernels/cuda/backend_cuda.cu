@@ -152,5 +152,24 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->cast_bf16_to_f32 = cuda_cast_bf16_to_f32;
     be->ddim_step = cuda_ddim_step;
     be->ddim_logprob_backward = cuda_ddim_logprob_backward;
+    be->conv2d_backward_bf16 = cuda_conv2d_backward_bf16;
+    be->linear_backward_bf16 = cuda_linear_backward_bf16;
+    be->group_norm_forward_bf16 = cuda_group_norm_forward_bf16;
+    be->group_norm_backward_bf16 = cuda_group_norm_backward_bf16;
+    be->layer_norm_forward_bf16 = cuda_layer_norm_forward_bf16;
+    be->layer_norm_backward_bf16 = cuda_layer_norm_backward_bf16;
+    be->activation_forward_bf16 = cuda_activation_forward_bf16;
+    be->activation_backward_bf16 = cuda_activation_backward_bf16;
+    be->geglu_forward_bf16 = cuda_geglu_forward_bf16;
+    be->geglu_backward_bf16 = cuda_geglu_backward_bf16;
+    be->attention_forward_bf16 = cuda_attention_forward_bf16;
+    be->attention_backward_bf16 = cuda_attention_backward_bf16;
+    be->upsample2x_forward_bf16 = cuda_upsample2x_forward_bf16;
+    be->upsample2x_backward_bf16 = cuda_upsample2x_backward_bf16;
+    be->axpby_bf16 = cuda_axpby_bf16;
+    be->add_broadcast_forward_bf16 = cuda_add_broadcast_forward_bf16;
+    be->add_broadcast_backward_bf16 = cuda_add_broadcast_backward_bf16;
+    be->concat_forward_bf16 = cuda_concat_forward_bf16;
+    be->concat_backward_bf16 = cuda_concat_backward_bf16;
     return be;
 }

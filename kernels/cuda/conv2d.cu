@@ -31,6 +31,31 @@
 //   fp32 in the workspace, the fp32 plan above runs, and the fp32 result + bias is rounded to bf16 once.
 //   Device pointers should be 16-byte aligned (cudaMalloc/arena allocations are) so tensor-core kernels apply.
 //
+// bf16 backward (Conv2dBackwardBf16Fn): d_out, in, weight, d_in bf16; d_weight [Cout, KH, KW, Cin] and d_bias [Cout]
+//   fp32 (+=); same layouts; any gradient may be NULL; B = 0 does nothing.
+//   1×1 stride-1 unpadded convolutions are a linear layer over the B·H·W pixels, so they run as
+//   cuda_linear_backward_bf16 (rows = B·H·W, K = Cin, N = Cout): cuBLAS bf16 GEMMs with fp32 accumulation.
+//   Other shapes:
+//   d_in (=): cuDNN backward-data on bf16 tensors (x/w/y descriptors CUDNN_DATA_BFLOAT16, compute type fp32),
+//     the heuristics' first algorithm (cudnnGetConvolutionBackwardDataAlgorithm_v7) that is supported,
+//     CUDNN_DETERMINISTIC and within the workspace limit, with the math type reported for it; then BWD_DATA_ALGO_1
+//     (deterministic) with tensor-op, then default math. cuDNN rounds its fp32 accumulator to bf16 once. Fallback
+//     when none is offered (or cuDNN refuses at launch): d_out/weight widened to fp32 in the workspace, the fp32
+//     plan's BWD_DATA_ALGO_1, and one rounding of the fp32 result.
+//   d_weight (+=), precision choice: NOT cuDNN's bf16 backward-filter, which can only write a bf16 dw (each
+//     element would be rounded to bf16 — up to 2^-8 relative — before being added to the fp32 master gradient, as
+//     PyTorch autocast does). Instead an explicit im2col of the bf16 input into the workspace (an exact copy,
+//     zeros in the padding) and the cuBLAS GEMM of cuda_linear_backward_bf16's d_weight:
+//       d_weight [Cout, KH*KW*Cin] += d_out [rows, Cout]ᵀ · col [rows, KH*KW*Cin]   (bf16 operands, fp32
+//       accumulation on tensor cores, fp32 C, beta = 1)
+//     so dw is never rounded to bf16: it differs from the CPU reference (fp32 op on the widened operands) only
+//     by fp32 summation order. The 1×1 path gets the same precision. Images are processed in chunks whose col
+//     matrix fits CONV_COL_BUDGET_BYTES (at least one image), accumulated chunk after chunk (fixed order).
+//   d_bias (+=): column sums of d_out viewed as [B*Ho*Wo, Cout], read as bf16 and summed in fp32 by the fixed-order
+//     reduction of linear.cu (cuda_linear_backward_bf16 with only d_bias).
+//   Determinism: deterministic cuDNN algorithms only; cuBLAS GEMMs are bit-reproducible on one GPU model; no
+//   atomics.
+//
 // Plans (descriptors + chosen algorithms + workspace sizes) are cached per (device, dtype, shape) in a small
 // static table, so repeated calls do not re-query cuDNN. The table is not thread-safe: one host thread drives a
 // backend, as everywhere in the engine.
@@ -67,11 +92,35 @@ __global__ void conv_bf16_round_kernel(__nv_bfloat16 *out, const float *acc, con
     }
 }
 
+// col [nb*Ho*Wo, KH*KW*Cin] (bf16) = im2col of in [nb, H, W, Cin] (bf16): row r = (b*Ho + oh)*Wo + ow, column
+// (kh*KW + kw)*Cin + ci (the element order of an OHWI weight row) holds in[b, oh*stride - pad + kh, ow*stride - pad + kw,
+// ci], zero in the padding. An exact copy. V is the unit moved per thread: uint4 (8 bf16; needs Cin % 8 == 0 and
+// 16-byte aligned in/col) or uint16_t (one bf16); cv = Cin / (elements per V).
+template <typename V>
+__global__ void conv_im2col_bf16_kernel(V *col, const V *in, int nb, int H, int W, int cv, int Ho, int Wo, int KH,
+                                        int KW, int stride, int pad) {
+    const int taps = KH * KW;
+    const size_t total = (size_t)nb * Ho * Wo * taps * cv;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int c = (int)(i % cv);
+        const size_t t = i / cv;  // (r, tap)
+        const int tap = (int)(t % taps);
+        const size_t r = t / taps;  // (b, oh, ow)
+        const int ow = (int)(r % Wo), oh = (int)(r / Wo % Ho), b = (int)(r / Wo / Ho);
+        const int ih = oh * stride - pad + tap / KW, iw = ow * stride - pad + tap % KW;
+        V v{};  // zero: the padding
+        if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = in[(((size_t)b * H + ih) * W + iw) * cv + c];
+        col[i] = v;
+    }
+}
+
 // ---- plans ---------------------------------------------------------------------------------------------
 
 #define CONV_PLAN_SLOTS 128
 #define CONV_MAX_WORKSPACE ((size_t)1 << 30)  // never pick an algorithm that wants more than 1 GiB of scratch
 #define CONV_FWD_PERF_MAX (CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4)  // room for cuDNN's forward heuristics
+#define CONV_BWD_DATA_PERF_MAX (CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT * 4)  // room for the backward-data heuristics
+#define CONV_COL_BUDGET_BYTES ((size_t)256 << 20)  // bf16 im2col chunk for the weight gradient (≥ one image)
 
 typedef struct {
     bool used;
@@ -89,6 +138,8 @@ typedef struct {
     bool bwd_data_ready, bwd_filter_ready;  // backward algorithms are chosen on first use
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     size_t bwd_data_ws;
+    cudnnMathType_t bwd_data_math;  // bf16 only: the math type bwd_data_algo runs with (set around each call)
+    bool bwd_data_widen;  // bf16 only: cuDNN has no bf16 backward-data algorithm; widen and use the fp32 plan
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
     size_t bwd_filter_ws;
 } ConvPlan;
@@ -224,6 +275,54 @@ static void conv_choose_backward_filter(cudnnHandle_t h, ConvPlan *p) {
     p->bwd_filter_ready = true;
 }
 
+// Fatal unless every dimension is positive (pad >= 0) and the kernel fits the padded input.
+static void conv_check_shape(const Conv2dShape *s) {
+    DF_CHECK(s->B > 0 && s->H > 0 && s->W > 0 && s->C_in > 0 && s->C_out > 0 && s->KH > 0 && s->KW > 0 &&
+                 s->stride > 0 && s->pad >= 0,
+             "conv2d: every dimension must be positive (pad >= 0)");
+    DF_CHECK(conv2d_out_h(s) > 0 && conv2d_out_w(s) > 0, "conv2d: the kernel is larger than the padded input");
+}
+
+// Sets the math type and asks for the workspace; false when cuDNN cannot run (algo, math) backward-data here.
+static bool conv_try_backward_data(cudnnHandle_t h, ConvPlan *p, cudnnConvolutionBwdDataAlgo_t algo,
+                                   cudnnMathType_t math) {
+    size_t ws = 0;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, math));
+    if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc, algo, &ws) !=
+            CUDNN_STATUS_SUCCESS || ws > CONV_MAX_WORKSPACE)
+        return false;
+    p->bwd_data_algo = algo;
+    p->bwd_data_math = math;
+    p->bwd_data_ws = ws;
+    return true;
+}
+
+// bf16 backward-data: like conv_choose_forward_bf16 — the heuristics' order, keeping the first algorithm that is
+// supported, deterministic and within the workspace limit (with its reported math type); then the deterministic
+// BWD_DATA_ALGO_1 with tensor-op and with default math; else the widening fallback (bwd_data_widen). The
+// descriptor's math type is left at the forward's (fwd_math), which cuda_conv2d_forward_bf16 relies on.
+static void conv_choose_backward_data_bf16(cudnnHandle_t h, ConvPlan *p) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CONV_BWD_DATA_PERF_MAX];
+    int max_count = 0, got = 0;
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
+    const int want = max_count < CONV_BWD_DATA_PERF_MAX ? max_count : CONV_BWD_DATA_PERF_MAX;
+    // Tensor-op math on the descriptor lets the heuristics offer tensor-core algorithms.
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, CUDNN_TENSOR_OP_MATH));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc, want,
+                                                            &got, perf));
+    bool found = false;
+    for (int i = 0; i < got && !found; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC) continue;
+        if (perf[i].mathType != CUDNN_TENSOR_OP_MATH && perf[i].mathType != CUDNN_DEFAULT_MATH) continue;
+        found = conv_try_backward_data(h, p, perf[i].algo, perf[i].mathType);
+    }
+    if (!found) found = conv_try_backward_data(h, p, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_TENSOR_OP_MATH);
+    if (!found) found = conv_try_backward_data(h, p, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_DEFAULT_MATH);
+    p->bwd_data_widen = !found;
+    p->bwd_data_ready = true;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->fwd_math));
+}
+
 // The plan for this (device, dtype, shape): found in the table, or built (descriptors + forward algorithm).
 // dtype CUDNN_DATA_FLOAT: true fp32 (FMA math); CUDNN_DATA_BFLOAT16: bf16 tensors, fp32 compute, tensor cores.
 // The returned pointer is valid until the next conv_plan_get (which may evict it).
@@ -235,10 +334,7 @@ static ConvPlan *conv_plan_get(Backend *be, const Conv2dShape *s, cudnnDataType_
             return &conv_plans[i];
 
     const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
-    DF_CHECK(s->B > 0 && s->H > 0 && s->W > 0 && s->C_in > 0 && s->C_out > 0 && s->KH > 0 && s->KW > 0 &&
-                 s->stride > 0 && s->pad >= 0,
-             "conv2d: every dimension must be positive (pad >= 0)");
-    DF_CHECK(Ho > 0 && Wo > 0, "conv2d: the kernel is larger than the padded input");
+    conv_check_shape(s);
 
     ConvPlan *p = NULL;
     for (int i = 0; i < CONV_PLAN_SLOTS && !p; i++)
@@ -387,4 +483,124 @@ extern "C" void cuda_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint
                                                                                   s->C_out);
         CUDA_LAUNCH_CHECK("conv_bf16_add_bias_kernel");
     }
+}
+
+// bf16 d_in through the fp32 plan: d_out/weight widened into the workspace, the fp32 (FMA) BWD_DATA_ALGO_1 into an
+// fp32 buffer, then d_in = bf16(acc), one rounding. Used when cuDNN has no bf16 backward-data algorithm for the
+// shape.
+static void conv_backward_data_bf16_widened(Backend *be, const Conv2dShape *s, uint16_t *d_in, const uint16_t *d_out,
+                                            const uint16_t *weight) {
+    CudaState *st = cuda_state(be);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_FLOAT);
+    if (!p->bwd_data_ready) conv_choose_backward_data(st->cudnn, p);
+    const size_t n_in = (size_t)s->B * s->H * s->W * s->C_in;
+    const size_t n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
+    const size_t n_out = (size_t)s->B * conv2d_out_h(s) * conv2d_out_w(s) * s->C_out;
+    // One workspace request (a second cuda_workspace call could move the first): dy_f | w_f | acc | cuDNN's.
+    const size_t a = 256;
+    const size_t off_w = (n_out * sizeof(float) + a - 1) / a * a;
+    const size_t off_acc = off_w + (n_w * sizeof(float) + a - 1) / a * a;
+    const size_t off_ws = off_acc + (n_in * sizeof(float) + a - 1) / a * a;
+    char *base = (char *)cuda_workspace(be, off_ws + p->bwd_data_ws);
+    float *dy_f = (float *)base;             // [B, Ho, Wo, Cout]
+    float *w_f = (float *)(base + off_w);    // [Cout, KH, KW, Cin]
+    float *acc = (float *)(base + off_acc);  // [B, H, W, Cin]
+    void *ws = p->bwd_data_ws ? base + off_ws : NULL;
+    conv_bf16_widen_kernel<<<cuda_blocks(n_out, 256), 256, 0, st->stream>>>(dy_f, (const __nv_bfloat16 *)d_out, n_out);
+    CUDA_LAUNCH_CHECK("conv_bf16_widen_kernel (d_out)");
+    conv_bf16_widen_kernel<<<cuda_blocks(n_w, 256), 256, 0, st->stream>>>(w_f, (const __nv_bfloat16 *)weight, n_w);
+    CUDA_LAUNCH_CHECK("conv_bf16_widen_kernel (weight)");
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionBackwardData(st->cudnn, &one, p->w_desc, w_f, p->y_desc, dy_f, p->conv_desc,
+                                             p->bwd_data_algo, ws, p->bwd_data_ws, &zero, p->x_desc, acc));
+    conv_bf16_round_kernel<<<cuda_blocks(n_in, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)d_in, acc, NULL, n_in,
+                                                                          s->C_in);
+    CUDA_LAUNCH_CHECK("conv_bf16_round_kernel (d_in)");
+}
+
+// d_in [B, H, W, Cin] (bf16, =) = conv_transpose(d_out (bf16), weight (bf16)): cuDNN on bf16 tensors, fp32 compute.
+static void conv_backward_data_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, const uint16_t *d_out,
+                                    const uint16_t *weight) {
+    CudaState *st = cuda_state(be);
+    ConvPlan *p = conv_plan_get(be, s, CUDNN_DATA_BFLOAT16);
+    if (!p->bwd_data_ready) conv_choose_backward_data_bf16(st->cudnn, p);
+    if (p->bwd_data_widen) {
+        conv_backward_data_bf16_widened(be, s, d_in, d_out, weight);
+        return;
+    }
+    const float one = 1.0f, zero = 0.0f;  // fp32 scaling factors: the compute type is fp32
+    void *ws = p->bwd_data_ws ? cuda_workspace(be, p->bwd_data_ws) : NULL;
+    // The descriptor carries the forward's math type; switch for this call and restore (read when the call is made).
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->bwd_data_math));
+    cudnnStatus_t stt = cudnnConvolutionBackwardData(st->cudnn, &one, p->w_desc, weight, p->y_desc, d_out, p->conv_desc,
+                                                     p->bwd_data_algo, ws, p->bwd_data_ws, &zero, p->x_desc, d_in);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, p->fwd_math));
+    if (CUDNN_STATUS_CATEGORY(stt) == CUDNN_STATUS_NOT_SUPPORTED) {
+        // Refused at launch (nothing was queued): remember it for this shape and take the widening path.
+        p->bwd_data_widen = true;
+        conv_backward_data_bf16_widened(be, s, d_in, d_out, weight);
+        return;
+    }
+    if (stt != CUDNN_STATUS_SUCCESS) {
+        char buf[160];
+        conv_shape_str(s, buf, sizeof buf);
+        DF_FATAL("conv2d backward-data bf16: cudnnConvolutionBackwardData failed for %s (algo %d, math %d): %s\n"
+                 "  hint: check that d_out/weight/d_in are device pointers of this backend, 16-byte aligned",
+                 buf, (int)p->bwd_data_algo, (int)p->bwd_data_math, cudnnGetErrorString(stt));
+    }
+}
+
+// d_weight [Cout, KH*KW*Cin] (fp32, +=) = Σ over image chunks of d_out_c [m, Cout]ᵀ · col_c [m, KH*KW*Cin], col_c the
+// bf16 im2col of the chunk (see the contract): fp32 accumulation, fp32 result, no bf16 rounding of dw.
+static void conv_backward_filter_bf16(Backend *be, const Conv2dShape *s, float *d_weight, const uint16_t *d_out,
+                                      const uint16_t *in) {
+    CudaState *st = cuda_state(be);
+    const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
+    const size_t KK = (size_t)s->KH * s->KW * s->C_in;
+    DF_CHECK(KK <= 0x7fffffff, "conv2d backward bf16: KH*KW*Cin exceeds int range");
+    const size_t per_image = (size_t)Ho * Wo * KK * sizeof(uint16_t);  // col bytes of one image
+    size_t nb_max = CONV_COL_BUDGET_BYTES / per_image;
+    if (nb_max < 1) nb_max = 1;
+    if (nb_max > (size_t)s->B) nb_max = (size_t)s->B;
+    DF_CHECK(nb_max * Ho * Wo <= 0x7fffffff, "conv2d backward bf16: a chunk's Ho*Wo rows exceed int range");
+    // col [nb_max*Ho*Wo, KK] (bf16). The d_weight-only cuda_linear_backward_bf16 below uses no workspace, so col stays
+    // valid across the loop; chunks reuse it in stream order.
+    uint16_t *col = (uint16_t *)cuda_workspace(be, nb_max * per_image);
+    const size_t in_image = (size_t)s->H * s->W * s->C_in, out_image = (size_t)Ho * Wo * s->C_out;
+    const bool vec8 = s->C_in % 8 == 0 && ((uintptr_t)in & 15) == 0 && ((uintptr_t)col & 15) == 0;
+    for (int b0 = 0; b0 < s->B; b0 += (int)nb_max) {
+        const int nb = s->B - b0 < (int)nb_max ? s->B - b0 : (int)nb_max;
+        const uint16_t *in_c = in + (size_t)b0 * in_image;  // [nb, H, W, Cin]
+        const size_t units = (size_t)nb * Ho * Wo * KK / (vec8 ? 8 : 1);
+        if (vec8) {
+            conv_im2col_bf16_kernel<uint4><<<cuda_blocks(units, 256), 256, 0, st->stream>>>(
+                (uint4 *)col, (const uint4 *)in_c, nb, s->H, s->W, s->C_in / 8, Ho, Wo, s->KH, s->KW, s->stride,
+                s->pad);
+        } else {
+            conv_im2col_bf16_kernel<uint16_t><<<cuda_blocks(units, 256), 256, 0, st->stream>>>(
+                col, in_c, nb, s->H, s->W, s->C_in, Ho, Wo, s->KH, s->KW, s->stride, s->pad);
+        }
+        CUDA_LAUNCH_CHECK("conv_im2col_bf16_kernel");
+        // d_weight [Cout, KK] += d_out_c [m, Cout]ᵀ · col [m, KK]: linear's d_weight with M = m, K = KK, N = Cout.
+        cuda_linear_backward_bf16(be, NULL, d_weight, NULL, d_out + (size_t)b0 * out_image, col, NULL, nb * Ho * Wo,
+                                  (int)KK, s->C_out);
+    }
+}
+
+extern "C" void cuda_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_weight,
+                                          float *d_bias, const uint16_t *d_out, const uint16_t *in,
+                                          const uint16_t *weight) {
+    if (s->B == 0) return;  // nothing to compute (as on the CPU)
+    conv_check_shape(s);
+    const size_t rows = (size_t)s->B * conv2d_out_h(s) * conv2d_out_w(s);  // output pixels
+    DF_CHECK(rows <= 0x7fffffff, "conv2d backward bf16: B*Ho*Wo exceeds int range");
+    if (s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0) {
+        // A linear layer over the pixels: in [rows, Cin], d_out [rows, Cout], weight [Cout, Cin] (OHWI, KH = KW = 1).
+        cuda_linear_backward_bf16(be, d_in, d_weight, d_bias, d_out, in, weight, (int)rows, s->C_in, s->C_out);
+        return;
+    }
+    if (d_in) conv_backward_data_bf16(be, s, d_in, d_out, weight);
+    if (d_weight) conv_backward_filter_bf16(be, s, d_weight, d_out, in);
+    // d_bias [Cout] += Σ over the rows of d_out viewed as [B*Ho*Wo, Cout] (linear's reduction; in/weight not read).
+    if (d_bias) cuda_linear_backward_bf16(be, NULL, NULL, d_bias, d_out, NULL, NULL, (int)rows, 1, s->C_out);
 }

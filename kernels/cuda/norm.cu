@@ -20,9 +20,20 @@
 // Group norm forward/backward-d_in: one block per (b, g), two passes (mean, then Σ(x − mean)²) so the
 // variance does not cancel. Layer norm: one warp per row. The backward launches the parameter-gradient
 // kernels before the d_in kernel, so d_in may alias d_out.
+//
+// bf16 storage variants (*_bf16, the mixed-precision path): x/out and d_out/d_in are bf16 (the API's uint16_t
+// bits, read as __nv_bfloat16); gamma, beta, mean, rstd, d_gamma, d_beta stay fp32. The same kernels, templated
+// on the storage type T: bf16 values are widened exactly, all arithmetic is the fp32 path's (fp64 statistics
+// and sums), and each bf16 output is rounded once from the fp32 value the fp32 path would store (nearest
+// even). So they match the CPU reference (widen, fp32 op, round) up to the order of the fp64 sums: normally
+// bit for bit, rarely one bf16 step. bf16 data are moved V values at a time (V = 8, 4 or 2: 16-, 8- or
+// 4-byte accesses) when V divides the group's channels (C for layer norm) and every bf16 pointer is aligned
+// to V values, else one at a time; V changes only the order of the per-thread partial sums.
 #include <limits.h>
+#include <stdint.h>
 
 #include "cuda_common.cuh"
+#include "vec.cuh"  // Vec<T, V>: V values of float/bf16 as fp32 in one access
 
 #define GN_THREADS 512     // threads per (b, g) block
 #define LN_ROWS 8          // rows (warps) per layer-norm block
@@ -60,8 +71,8 @@ static __device__ __forceinline__ double beta_at(const float *beta, int c) { ret
 
 // ---- group norm ----------------------------------------------------------------------------------------
 
-// Walks this thread's elements of a group, e = threadIdx.x, +GN_THREADS, ..., as (hw, c) = (e / Cg, e % Cg)
-// without a division per step. e < HW·Cg exactly when hw < HW.
+// Walks this thread's units of a group, e = threadIdx.x, +GN_THREADS, ..., as (hw, c) = (e / Cu, e % Cu)
+// without a division per step, Cu the units per row of the group (Cg / V). e < HW·Cu exactly when hw < HW.
 struct GroupWalk {
     int hw, c, Cg, step_hw, step_c;
     __device__ explicit GroupWalk(int Cg_) : Cg(Cg_) {
@@ -80,37 +91,54 @@ struct GroupWalk {
     }
 };
 
-// One block per (b, g) = blockIdx.x. Element e of the group (0 <= e < HW·Cg) is x[hw·C + c] with
-// hw = e / Cg, c = e % Cg, relative to the group's first channel of batch b (see GroupWalk).
+// One block per (b, g) = blockIdx.x. Unit u = (hw, cu) of the group (cu < Cg/V) is the V values
+// x[hw·C + cu·V + k], k < V, relative to the group's first channel of batch b (see GroupWalk).
+template <typename T, int V>
 static __global__ void __launch_bounds__(GN_THREADS)
-group_norm_forward_kernel(float *out, float *mean_out, float *rstd_out, const float *in, const float *gamma,
+group_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in, const float *gamma,
                           const float *beta, int HW, int C, int G, float eps) {
     __shared__ double sh[33];
     const int bg = blockIdx.x;
     const int b = bg / G, g = bg - (bg / G) * G;
-    const int Cg = C / G;
+    const int Cg = C / G, Cu = Cg / V;
     const double count = (double)HW * Cg;  // the group's size
     const size_t base = (size_t)b * HW * C + (size_t)g * Cg;
-    const float *x = in + base;  // group view: x[hw*C + c], c < Cg
-    float *y = out + base;
+    const T *x = in + base;  // group view: x[hw*C + c], c < Cg
+    T *y = out + base;
 
     double s = 0.0;
-    for (GroupWalk w(Cg); w.hw < HW; w.next()) s += x[(size_t)w.hw * C + w.c];
+    for (GroupWalk w(Cu); w.hw < HW; w.next()) {
+        float v[V];
+        Vec<T, V>::load(x + (size_t)w.hw * C + (size_t)w.c * V, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += v[k];
+    }
     const double mean = block_sum<GN_THREADS>(s, sh) / count;
 
     double s2 = 0.0;
-    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
-        const double d = (double)x[(size_t)w.hw * C + w.c] - mean;
-        s2 += d * d;
+    for (GroupWalk w(Cu); w.hw < HW; w.next()) {
+        float v[V];
+        Vec<T, V>::load(x + (size_t)w.hw * C + (size_t)w.c * V, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double d = (double)v[k] - mean;
+            s2 += d * d;
+        }
     }
     const double rstd = 1.0 / sqrt(block_sum<GN_THREADS>(s2, sh) / count + (double)eps);
 
     // The statistics are final (every thread has them) before the first write, so out may alias in.
-    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
-        const size_t i = (size_t)w.hw * C + w.c;
-        const int ch = g * Cg + w.c;
-        const double xhat = ((double)x[i] - mean) * rstd;
-        y[i] = (float)(xhat * gamma_at(gamma, ch) + beta_at(beta, ch));
+    for (GroupWalk w(Cu); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + (size_t)w.c * V;
+        const int ch = g * Cg + w.c * V;
+        float v[V], o[V];
+        Vec<T, V>::load(x + i, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double xhat = ((double)v[k] - mean) * rstd;
+            o[k] = (float)(xhat * gamma_at(gamma, ch + k) + beta_at(beta, ch + k));
+        }
+        Vec<T, V>::store(y + i, o);
     }
     if (threadIdx.x == 0) {
         if (mean_out) mean_out[bg] = (float)mean;
@@ -119,88 +147,140 @@ group_norm_forward_kernel(float *out, float *mean_out, float *rstd_out, const fl
 }
 
 // d_in for one (b, g) per block: needs Σ dy·γ and Σ dy·γ·x̂ over the group first.
+template <typename T, int V>
 static __global__ void __launch_bounds__(GN_THREADS)
-group_norm_backward_input_kernel(float *d_in, const float *d_out, const float *in, const float *mean,
-                                 const float *rstd, const float *gamma, int HW, int C, int G) {
+group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const float *mean, const float *rstd,
+                                 const float *gamma, int HW, int C, int G) {
     __shared__ double sh[33];
     const int bg = blockIdx.x;
     const int b = bg / G, g = bg - (bg / G) * G;
-    const int Cg = C / G;
+    const int Cg = C / G, Cu = Cg / V;
     const double count = (double)HW * Cg;
     const size_t base = (size_t)b * HW * C + (size_t)g * Cg;
-    const float *x = in + base, *dy = d_out + base;  // group views, as in the forward
-    float *dx = d_in + base;
+    const T *x = in + base, *dy = d_out + base;  // group views, as in the forward
+    T *dx = d_in + base;
     const double mu = mean[bg], rs = rstd[bg];
 
     double s1 = 0.0, s2 = 0.0;
-    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
-        const size_t i = (size_t)w.hw * C + w.c;
-        const double dyg = (double)dy[i] * gamma_at(gamma, g * Cg + w.c);
-        s1 += dyg;
-        s2 += dyg * (((double)x[i] - mu) * rs);
+    for (GroupWalk w(Cu); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + (size_t)w.c * V;
+        const int ch = g * Cg + w.c * V;
+        float xv[V], dv[V];
+        Vec<T, V>::load(x + i, xv);
+        Vec<T, V>::load(dy + i, dv);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double dyg = (double)dv[k] * gamma_at(gamma, ch + k);
+            s1 += dyg;
+            s2 += dyg * (((double)xv[k] - mu) * rs);
+        }
     }
     const double m1 = block_sum<GN_THREADS>(s1, sh) / count;  // mean(dy·γ)
     const double m2 = block_sum<GN_THREADS>(s2, sh) / count;  // mean(dy·γ·x̂)
 
-    for (GroupWalk w(Cg); w.hw < HW; w.next()) {
-        const size_t i = (size_t)w.hw * C + w.c;
-        const double xhat = ((double)x[i] - mu) * rs;
-        const double dyg = (double)dy[i] * gamma_at(gamma, g * Cg + w.c);
-        dx[i] = (float)(rs * (dyg - m1 - xhat * m2));
+    // Every read of the first pass is done (block_sum synchronises): d_in may alias d_out.
+    for (GroupWalk w(Cu); w.hw < HW; w.next()) {
+        const size_t i = (size_t)w.hw * C + (size_t)w.c * V;
+        const int ch = g * Cg + w.c * V;
+        float xv[V], dv[V], o[V];
+        Vec<T, V>::load(x + i, xv);
+        Vec<T, V>::load(dy + i, dv);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double xhat = ((double)xv[k] - mu) * rs;
+            const double dyg = (double)dv[k] * gamma_at(gamma, ch + k);
+            o[k] = (float)(rs * (dyg - m1 - xhat * m2));
+        }
+        Vec<T, V>::store(dx + i, o);
     }
 }
 
 // ---- layer norm ----------------------------------------------------------------------------------------
 
 // One warp per row of x [N, C]; LN_ROWS rows per block. Whole warps exit together (no block barrier).
+// Lane l takes the units of V values c·V.., c = l, l+32, ... (c < C/V).
+template <typename T, int V>
 static __global__ void __launch_bounds__(LN_ROWS * 32)
-layer_norm_forward_kernel(float *out, float *mean_out, float *rstd_out, const float *in, const float *gamma,
+layer_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in, const float *gamma,
                           const float *beta, int N, int C, float eps) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5);
     if (row >= N) return;
-    const float *x = in + (size_t)row * C;  // [C]
-    float *y = out + (size_t)row * C;       // [C]
+    const T *x = in + (size_t)row * C;  // [C]
+    T *y = out + (size_t)row * C;       // [C]
+    const int Cu = C / V;
 
     double s = 0.0;
-    for (int c = lane; c < C; c += 32) s += x[c];
+    for (int c = lane; c < Cu; c += 32) {
+        float v[V];
+        Vec<T, V>::load(x + (size_t)c * V, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) s += v[k];
+    }
     const double mean = warp_sum(s) / (double)C;
     double s2 = 0.0;
-    for (int c = lane; c < C; c += 32) {
-        const double d = (double)x[c] - mean;
-        s2 += d * d;
+    for (int c = lane; c < Cu; c += 32) {
+        float v[V];
+        Vec<T, V>::load(x + (size_t)c * V, v);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double d = (double)v[k] - mean;
+            s2 += d * d;
+        }
     }
     const double rstd = 1.0 / sqrt(warp_sum(s2) / (double)C + (double)eps);
-    for (int c = lane; c < C; c += 32)
-        y[c] = (float)(((double)x[c] - mean) * rstd * gamma_at(gamma, c) + beta_at(beta, c));
+    // The statistics are final in every lane (the butterflies) before the first write: out may alias in.
+    for (int c = lane; c < Cu; c += 32) {
+        float v[V], o[V];
+        Vec<T, V>::load(x + (size_t)c * V, v);
+#pragma unroll
+        for (int k = 0; k < V; k++)
+            o[k] = (float)(((double)v[k] - mean) * rstd * gamma_at(gamma, c * V + k) + beta_at(beta, c * V + k));
+        Vec<T, V>::store(y + (size_t)c * V, o);
+    }
     if (lane == 0) {
         if (mean_out) mean_out[row] = (float)mean;
         if (rstd_out) rstd_out[row] = (float)rstd;
     }
 }
 
+template <typename T, int V>
 static __global__ void __launch_bounds__(LN_ROWS * 32)
-layer_norm_backward_input_kernel(float *d_in, const float *d_out, const float *in, const float *mean,
-                                 const float *rstd, const float *gamma, int N, int C) {
+layer_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const float *mean, const float *rstd,
+                                 const float *gamma, int N, int C) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5);
     if (row >= N) return;
-    const float *x = in + (size_t)row * C, *dy = d_out + (size_t)row * C;  // [C]
-    float *dx = d_in + (size_t)row * C;                                     // [C]
+    const T *x = in + (size_t)row * C, *dy = d_out + (size_t)row * C;  // [C]
+    T *dx = d_in + (size_t)row * C;                                     // [C]
     const double mu = mean[row], rs = rstd[row];
+    const int Cu = C / V;
 
     double s1 = 0.0, s2 = 0.0;
-    for (int c = lane; c < C; c += 32) {
-        const double dyg = (double)dy[c] * gamma_at(gamma, c);
-        s1 += dyg;
-        s2 += dyg * (((double)x[c] - mu) * rs);
+    for (int c = lane; c < Cu; c += 32) {
+        float xv[V], dv[V];
+        Vec<T, V>::load(x + (size_t)c * V, xv);
+        Vec<T, V>::load(dy + (size_t)c * V, dv);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double dyg = (double)dv[k] * gamma_at(gamma, c * V + k);
+            s1 += dyg;
+            s2 += dyg * (((double)xv[k] - mu) * rs);
+        }
     }
     const double m1 = warp_sum(s1) / (double)C;
     const double m2 = warp_sum(s2) / (double)C;
-    for (int c = lane; c < C; c += 32) {
-        const double xhat = ((double)x[c] - mu) * rs;
-        const double dyg = (double)dy[c] * gamma_at(gamma, c);
-        dx[c] = (float)(rs * (dyg - m1 - xhat * m2));
+    for (int c = lane; c < Cu; c += 32) {
+        float xv[V], dv[V], o[V];
+        Vec<T, V>::load(x + (size_t)c * V, xv);
+        Vec<T, V>::load(dy + (size_t)c * V, dv);
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const double xhat = ((double)xv[k] - mu) * rs;
+            const double dyg = (double)dv[k] * gamma_at(gamma, c * V + k);
+            o[k] = (float)(rs * (dyg - m1 - xhat * m2));
+        }
+        Vec<T, V>::store(dx + (size_t)c * V, o);
     }
 }
 
@@ -210,9 +290,10 @@ layer_norm_backward_input_kernel(float *d_in, const float *d_out, const float *i
 // dy·x̂ and dy for the channels [bx*32, +32). Row r of channel c uses statistic
 // (r / HW)·G + c / (C/G): group norm passes its HW and G; layer norm passes HW = 1, G = 1 (statistic r).
 // Thread ty takes rows r0+ty, r0+ty+PG_TY, ... in order; row lane 0 adds the PG_TY sums in order.
-// part_gamma/part_beta [chunks, C] (=).
+// part_gamma/part_beta [chunks, C] (=). One value per thread and row: a warp reads 32 consecutive values.
+template <typename T>
 static __global__ void __launch_bounds__(PG_TX * PG_TY)
-norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const float *d_out, const float *in,
+norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const T *d_out, const T *in,
                                const float *mean, const float *rstd, int rows, int C, int HW, int G,
                                int rows_per_chunk) {
     __shared__ double sh_g[PG_TY][PG_TX + 1];
@@ -228,8 +309,8 @@ norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const floa
         for (int r = r0 + ty; r < r1; r += PG_TY) {
             const int stat = (r / HW) * G + grp;
             const size_t i = (size_t)r * C + c;
-            const double dy = d_out[i];
-            sg += dy * (((double)in[i] - (double)mean[stat]) * (double)rstd[stat]);
+            const double dy = to_f32(d_out[i]);
+            sg += dy * (((double)to_f32(in[i]) - (double)mean[stat]) * (double)rstd[stat]);
             sb += dy;
         }
     }
@@ -265,7 +346,8 @@ static __global__ void norm_param_grad_final_kernel(float *d_gamma, float *d_bet
 // ---- launchers -----------------------------------------------------------------------------------------
 
 // d_gamma/d_beta [C] += the per-channel sums over rows of dy·x̂ and dy (see the partial kernel for HW, G).
-static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const float *d_out, const float *in,
+template <typename T>
+static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const T *d_out, const T *in,
                              const float *mean, const float *rstd, int rows, int C, int HW, int G) {
     if (!d_gamma && !d_beta) return;
     if (rows <= 0 || C <= 0) return;
@@ -279,8 +361,8 @@ static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const f
     double *part_beta = part + (size_t)chunks * C;  // [chunks, C]
     dim3 block(PG_TX, PG_TY);
     dim3 grid((unsigned)((C + PG_TX - 1) / PG_TX), (unsigned)chunks);
-    norm_param_grad_partial_kernel<<<grid, block, 0, stream>>>(part_gamma, part_beta, d_out, in, mean, rstd,
-                                                               rows, C, HW, G, rows_per_chunk);
+    norm_param_grad_partial_kernel<T><<<grid, block, 0, stream>>>(part_gamma, part_beta, d_out, in, mean, rstd,
+                                                                  rows, C, HW, G, rows_per_chunk);
     CUDA_LAUNCH_CHECK("norm_param_grad_partial_kernel");
     norm_param_grad_final_kernel<<<cuda_blocks((size_t)C, 256), 256, 0, stream>>>(d_gamma, d_beta, part_gamma,
                                                                                   part_beta, chunks, C);
@@ -295,14 +377,39 @@ static void check_group_shape(int B, int HW, int C, int G) {
     DF_CHECK((long long)B * G <= INT_MAX, "group_norm: B·G too large");
 }
 
+// The bf16 vector width: the widest V in {8, 4, 2} that divides `width` (the channels a unit walk covers:
+// a group's Cg, or a row's C) with every given bf16 pointer aligned to V values (NULL counts as aligned);
+// 1 otherwise. Row and group starts are then multiples of V values too, so every unit access is aligned.
+static int bf16_vec_width(int width, const void *p0, const void *p1, const void *p2) {
+    for (int V = 8; V >= 2; V /= 2) {
+        const uintptr_t mask = (uintptr_t)(2 * V - 1);
+        if (width % V == 0 && (((uintptr_t)p0 | (uintptr_t)p1 | (uintptr_t)p2) & mask) == 0) return V;
+    }
+    return 1;
+}
+
+// Launches KERNEL<__nv_bfloat16, V> for the runtime V in {8, 4, 2, 1} (from bf16_vec_width).
+#define BF16_VEC_LAUNCH(V, KERNEL, GRID, BLOCK, STREAM, ...)                                      \
+    do {                                                                                        \
+        switch (V) {                                                                            \
+        case 8: KERNEL<__nv_bfloat16, 8><<<(GRID), (BLOCK), 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        case 4: KERNEL<__nv_bfloat16, 4><<<(GRID), (BLOCK), 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        case 2: KERNEL<__nv_bfloat16, 2><<<(GRID), (BLOCK), 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        default: KERNEL<__nv_bfloat16, 1><<<(GRID), (BLOCK), 0, (STREAM)>>>(__VA_ARGS__); break; \
+        }                                                                                       \
+    } while (0)
+
+static inline __nv_bfloat16 *as_bf16(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
+static inline const __nv_bfloat16 *as_bf16(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
+
 extern "C" void cuda_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
                                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                                         float eps) {
     check_group_shape(B, HW, C, G);
     if (B == 0) return;
     DF_CHECK(HW > 0, "group_norm_forward: HW must be > 0 (the mean of an empty group is undefined)");
-    group_norm_forward_kernel<<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(out, mean, rstd, in, gamma,
-                                                                                     beta, HW, C, G, eps);
+    group_norm_forward_kernel<float, 1><<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
+        out, mean, rstd, in, gamma, beta, HW, C, G, eps);
     CUDA_LAUNCH_CHECK("group_norm_forward_kernel");
 }
 
@@ -314,7 +421,7 @@ extern "C" void cuda_group_norm_backward(Backend *be, float *d_in, float *d_gamm
     // Parameter gradients first: they read d_out, so d_in (written next) may alias it.
     norm_param_grads(be, d_gamma, d_beta, d_out, in, mean, rstd, B * HW, C, HW, G);
     if (d_in) {
-        group_norm_backward_input_kernel<<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
+        group_norm_backward_input_kernel<float, 1><<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
             d_in, d_out, in, mean, rstd, gamma, HW, C, G);
         CUDA_LAUNCH_CHECK("group_norm_backward_input_kernel");
     }
@@ -325,8 +432,8 @@ extern "C" void cuda_layer_norm_forward(Backend *be, float *out, float *mean, fl
     DF_CHECK(N >= 0 && C > 0, "layer_norm_forward: N must be >= 0 and C > 0");
     if (N == 0) return;
     const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
-    layer_norm_forward_kernel<<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(out, mean, rstd, in, gamma, beta, N,
-                                                                            C, eps);
+    layer_norm_forward_kernel<float, 1><<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(out, mean, rstd, in, gamma,
+                                                                                      beta, N, C, eps);
     CUDA_LAUNCH_CHECK("layer_norm_forward_kernel");
 }
 
@@ -339,8 +446,63 @@ extern "C" void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamm
     norm_param_grads(be, d_gamma, d_beta, d_out, in, mean, rstd, N, C, 1, 1);
     if (d_in) {
         const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
-        layer_norm_backward_input_kernel<<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(d_in, d_out, in, mean,
-                                                                                       rstd, gamma, N, C);
+        layer_norm_backward_input_kernel<float, 1><<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(
+            d_in, d_out, in, mean, rstd, gamma, N, C);
         CUDA_LAUNCH_CHECK("layer_norm_backward_input_kernel");
+    }
+}
+
+// ---- bf16 launchers: the same kernels on __nv_bfloat16 storage ----------------------------------------------
+
+extern "C" void cuda_group_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                             const float *gamma, const float *beta, int B, int HW, int C, int G,
+                                             float eps) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0) return;
+    DF_CHECK(HW > 0, "group_norm_forward_bf16: HW must be > 0 (the mean of an empty group is undefined)");
+    const int V = bf16_vec_width(C / G, out, in, NULL);
+    BF16_VEC_LAUNCH(V, group_norm_forward_kernel, (unsigned)(B * G), GN_THREADS, cuda_stream(be), as_bf16(out), mean,
+                    rstd, as_bf16(in), gamma, beta, HW, C, G, eps);  // out [B, HW, C], mean/rstd [B, G]
+    CUDA_LAUNCH_CHECK("group_norm_forward_kernel (bf16)");
+}
+
+extern "C" void cuda_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                              const uint16_t *d_out, const uint16_t *in, const float *mean,
+                                              const float *rstd, const float *gamma, int B, int HW, int C, int G) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0 || HW == 0) return;
+    // Parameter gradients (fp32, +=) first: they read d_out, so d_in (written next) may alias it.
+    norm_param_grads(be, d_gamma, d_beta, as_bf16(d_out), as_bf16(in), mean, rstd, B * HW, C, HW, G);
+    if (d_in) {
+        const int V = bf16_vec_width(C / G, d_in, d_out, in);
+        BF16_VEC_LAUNCH(V, group_norm_backward_input_kernel, (unsigned)(B * G), GN_THREADS, cuda_stream(be),
+                        as_bf16(d_in), as_bf16(d_out), as_bf16(in), mean, rstd, gamma, HW, C, G);  // d_in [B, HW, C]
+        CUDA_LAUNCH_CHECK("group_norm_backward_input_kernel (bf16)");
+    }
+}
+
+extern "C" void cuda_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                             const float *gamma, const float *beta, int N, int C, float eps) {
+    DF_CHECK(N >= 0 && C > 0, "layer_norm_forward_bf16: N must be >= 0 and C > 0");
+    if (N == 0) return;
+    const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
+    const int V = bf16_vec_width(C, out, in, NULL);
+    BF16_VEC_LAUNCH(V, layer_norm_forward_kernel, blocks, LN_ROWS * 32, cuda_stream(be), as_bf16(out), mean, rstd,
+                    as_bf16(in), gamma, beta, N, C, eps);  // out [N, C], mean/rstd [N]
+    CUDA_LAUNCH_CHECK("layer_norm_forward_kernel (bf16)");
+}
+
+extern "C" void cuda_layer_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                              const uint16_t *d_out, const uint16_t *in, const float *mean,
+                                              const float *rstd, const float *gamma, int N, int C) {
+    DF_CHECK(N >= 0 && C > 0, "layer_norm_backward_bf16: N must be >= 0 and C > 0");
+    if (N == 0) return;
+    norm_param_grads(be, d_gamma, d_beta, as_bf16(d_out), as_bf16(in), mean, rstd, N, C, 1, 1);
+    if (d_in) {
+        const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
+        const int V = bf16_vec_width(C, d_in, d_out, in);
+        BF16_VEC_LAUNCH(V, layer_norm_backward_input_kernel, blocks, LN_ROWS * 32, cuda_stream(be), as_bf16(d_in),
+                        as_bf16(d_out), as_bf16(in), mean, rstd, gamma, N, C);  // d_in [N, C]
+        CUDA_LAUNCH_CHECK("layer_norm_backward_input_kernel (bf16)");
     }
 }

@@ -1,0 +1,358 @@
+// test_gpu_attention_bf16.c — the CUDA bf16 attention against the CPU bf16 reference, on both device paths.
+//
+// The shapes of test_gpu_attention.c (self and cross attention, 1 to 64 heads, head_dim 1 to 160 over every
+// fused head-dim bucket and its edges, sequence tails, B*heads = 70400 > 65535) plus head_dim 30, the SD sizes
+// (B=2, 8 heads, 1024 x 1024 tokens at head_dim 40; 4096 image tokens vs 77 text tokens at head_dim 64) and
+// head_dim 200 (beyond the fused kernels: the widen / fp32 / round fallback). Random q, k, v and upstream gradient
+// rounded to bf16; forward (out, lse) and backward (d_q, d_k, d_v) on both backends on the same bf16 values, each
+// backend's backward on its own forward's out and lse. Checks that
+//  - out, d_q, d_k, d_v (bf16) are within ‖a−b‖/‖b‖ < 1e-2 of the CPU's, at most 1% of the elements (+2) are
+//    more than one bf16 step from it and none more than a step + 1e-3·rms (the count of identical elements is
+//    printed); lse within 1e-5;
+//  - bit for bit, the bf16 op is the bf16 rounding of the CUDA fp32 op run on the widened inputs (backward: on the
+//    bf16 forward's own out, widened, and lse) and its lse is the fp32 op's: the fused bf16 kernels are the fp32
+//    kernels' template instances with widening loads and rounding stores, the fallback runs the fp32 op;
+//  - every device output is written (bf16-NaN / NaN poisoned first); two device runs are bitwise equal;
+//    lse = NULL in the forward and NULL gradient subsets (d_v alone, d_q + d_k) give the full call's bits;
+//  - the same values at other alignments give the same bits: inputs at element offsets 1, 2, 4 and outputs at
+//    1, 2 of their allocations (the fused kernels' 16-, 8-, 4-byte and scalar global accesses).
+// Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
+// checks the default (fused) path, then runs itself again with DIFFURL_CUDA_ATTENTION=gemm (every check on the
+// fallback that widens, runs the cuBLAS fp32 path and rounds).
+#define _GNU_SOURCE  // setenv, posix_spawn
+#include <spawn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+extern char **environ;
+
+#define PATH_ENV "DIFFURL_CUDA_ATTENTION"
+
+// The device path this process runs ("fused" when the variable is unset).
+static const char *path_name(void) {
+    const char *p = getenv(PATH_ENV);
+    return p && p[0] ? p : "fused";
+}
+
+static uint16_t *round_new(const float *x, size_t n) {
+    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
+    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
+    return y;
+}
+
+// One bf16 step (unit in the last place) at x: bf16 keeps 8 significant bits.
+static double bf16_ulp(double x) {
+    int e;
+    frexp(x, &e);
+    return ldexp(1.0, e - 8);
+}
+
+// got vs want (bf16 bits): ‖a−b‖/‖b‖ < 1e-2 widened; at most n/100 + 2 elements more than one bf16 step apart
+// (an element near zero after cancellation can be several of its tiny steps off for an fp32-sized error), and
+// none more than one step + 1e-3·rms(want) apart (fp32-level differences are ~1e-6·rms).
+static void check_bf16(const char *tag, const char *name, const uint16_t *got, const uint16_t *want, size_t n) {
+    float *g = bf16_widen_new(got, n), *w = bf16_widen_new(want, n);
+    check_named(tag, name, g, w, n, TOL_BF16);
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)w[i] * w[i];
+    const double atol = 1e-3 * sqrt(ss / (double)(n ? n : 1));
+    size_t same = 0, far = 0, very_far = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (got[i] == want[i]) {
+            same++;
+            continue;
+        }
+        const double d = fabs((double)g[i] - w[i]);
+        if (!(d <= bf16_ulp(w[i]))) far++;  // NaN (unwritten) counts as far
+        if (!(d <= bf16_ulp(w[i]) + atol)) very_far++;
+    }
+    CHECK(far <= n / 100 + 2 && very_far == 0,
+          "%s: %s: %zu of %zu elements more than one bf16 step from the CPU, %zu more than a step + 1e-3*rms "
+          "(%zu identical)", tag, name, far, n, very_far, same);
+    printf("      %s: %zu of %zu identical to the CPU, %zu more than one bf16 step apart\n", name, same, n, far);
+    free(g);
+    free(w);
+}
+
+// got (bf16) == bf16(want (fp32)) bit for bit.
+static void check_rounded(const char *tag, const char *name, const uint16_t *got, const float *want, size_t n) {
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += got[i] != f32_to_bf16(want[i]);
+    CHECK(diff == 0, "%s: %s is bitwise bf16(CUDA fp32 op on the widened inputs) (%zu of %zu elements differ)", tag,
+          name, diff, n);
+}
+
+// A device bf16 buffer of n values at element offset `off` of a poisoned allocation of n + 8 values.
+typedef struct {
+    uint16_t *base, *p;
+} DevBf16;
+static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
+    DevBf16 d;
+    d.base = dev_poison_bf16(gpu, n + 8);
+    d.p = d.base + off;
+    if (host) gpu->upload(gpu, d.p, host, n * sizeof(uint16_t));
+    return d;
+}
+
+typedef struct {
+    DevBf16 out, dq, dk, dv;
+    float *lse;
+} DevOuts;
+
+// Device forward + backward (on its own out and lse): bf16 inputs at element offset in_off, outputs at out_off.
+// with_dq / with_dk / with_dv: which gradients are asked for (the others NULL).
+static DevOuts dev_run(Backend *gpu, const AttentionShape *s, float scale, const uint16_t *q, const uint16_t *k,
+                       const uint16_t *v, const uint16_t *dout, int in_off, int out_off, bool with_dq, bool with_dk,
+                       bool with_dv) {
+    const size_t HD = (size_t)s->heads * s->head_dim, nq = (size_t)s->B * s->Lq * HD, nk = (size_t)s->B * s->Lk * HD;
+    DevBf16 gq = dev_bf16_at(gpu, q, nq, in_off), gk = dev_bf16_at(gpu, k, nk, in_off);
+    DevBf16 gv = dev_bf16_at(gpu, v, nk, in_off), gdo = dev_bf16_at(gpu, dout, nq, in_off);
+    DevOuts o;
+    memset(&o, 0, sizeof o);
+    o.out = dev_bf16_at(gpu, NULL, nq, out_off);
+    o.lse = dev_poison(gpu, (size_t)s->B * s->heads * s->Lq);
+    if (with_dq) o.dq = dev_bf16_at(gpu, NULL, nq, out_off);
+    if (with_dk) o.dk = dev_bf16_at(gpu, NULL, nk, out_off);
+    if (with_dv) o.dv = dev_bf16_at(gpu, NULL, nk, out_off);
+    gpu->attention_forward_bf16(gpu, s, o.out.p, o.lse, gq.p, gk.p, gv.p, scale);
+    gpu->attention_backward_bf16(gpu, s, o.dq.p, o.dk.p, o.dv.p, gdo.p, gq.p, gk.p, gv.p, o.out.p, o.lse, scale);
+    gpu->free(gpu, gq.base);
+    gpu->free(gpu, gk.base);
+    gpu->free(gpu, gv.base);
+    gpu->free(gpu, gdo.base);
+    return o;
+}
+
+static void dev_outs_free(Backend *gpu, DevOuts *o) {
+    void *p[] = {o->out.base, o->dq.base, o->dk.base, o->dv.base, o->lse};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        if (p[i]) gpu->free(gpu, p[i]);
+}
+
+typedef struct {
+    uint16_t *out, *dq, *dk, *dv;
+    float *lse;
+} HostOuts;
+
+static HostOuts dev_outs_download(Backend *gpu, const AttentionShape *s, const DevOuts *o) {
+    const size_t HD = (size_t)s->heads * s->head_dim, nq = (size_t)s->B * s->Lq * HD, nk = (size_t)s->B * s->Lk * HD;
+    HostOuts h;
+    h.out = dev_download_bf16_new(gpu, o->out.p, nq);
+    h.lse = dev_download_new(gpu, o->lse, (size_t)s->B * s->heads * s->Lq);
+    h.dq = o->dq.p ? dev_download_bf16_new(gpu, o->dq.p, nq) : NULL;
+    h.dk = o->dk.p ? dev_download_bf16_new(gpu, o->dk.p, nk) : NULL;
+    h.dv = o->dv.p ? dev_download_bf16_new(gpu, o->dv.p, nk) : NULL;
+    return h;
+}
+
+static void host_outs_free(HostOuts *h) {
+    free(h->out);
+    free(h->lse);
+    free(h->dq);
+    free(h->dk);
+    free(h->dv);
+}
+
+// a's outputs (those b has) equal b's bit for bit.
+static bool same_bits(const AttentionShape *s, const HostOuts *a, const HostOuts *b, bool lse) {
+    const size_t HD = (size_t)s->heads * s->head_dim, nq = (size_t)s->B * s->Lq * HD, nk = (size_t)s->B * s->Lk * HD;
+    return (!b->out || bitwise_equal(a->out, b->out, nq * 2)) &&
+           (!lse || bitwise_equal(a->lse, b->lse, (size_t)s->B * s->heads * s->Lq * 4)) &&
+           (!b->dq || bitwise_equal(a->dq, b->dq, nq * 2)) && (!b->dk || bitwise_equal(a->dk, b->dk, nk * 2)) &&
+           (!b->dv || bitwise_equal(a->dv, b->dv, nk * 2));
+}
+
+// extras: NULL lse and NULL gradient subsets; offsets: the alignment variants.
+static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionShape s, float in_std, bool extras,
+                           bool offsets) {
+    char tag[128];
+    snprintf(tag, sizeof tag, "[%s] attention_bf16 B=%d Lq=%d Lk=%d heads=%d head_dim=%d", path_name(), s.B, s.Lq,
+             s.Lk, s.heads, s.head_dim);
+    printf("%s\n", tag);
+    const int HD = s.heads * s.head_dim;
+    const size_t nq = (size_t)s.B * s.Lq * HD, nk = (size_t)s.B * s.Lk * HD, nl = (size_t)s.B * s.heads * s.Lq;
+    const float scale = 1.0f / sqrtf((float)s.head_dim);
+    float *q32 = test_alloc_normal(rng, nq, in_std), *k32 = test_alloc_normal(rng, nk, in_std);  // [B, Lq|Lk, HD]
+    float *v32 = test_alloc_normal(rng, nk, 1.0f), *do32 = test_alloc_normal(rng, nq, 1.0f);
+    uint16_t *q = round_new(q32, nq), *k = round_new(k32, nk), *v = round_new(v32, nk), *dout = round_new(do32, nq);
+    free(q32);
+    free(k32);
+    free(v32);
+    free(do32);
+
+    // CPU bf16 reference.
+    uint16_t *out_c = host_poison_bf16(nq), *dq_c = host_poison_bf16(nq), *dk_c = host_poison_bf16(nk);
+    uint16_t *dv_c = host_poison_bf16(nk);
+    float *lse_c = host_poison(nl);
+    cpu->attention_forward_bf16(cpu, &s, out_c, lse_c, q, k, v, scale);
+    cpu->attention_backward_bf16(cpu, &s, dq_c, dk_c, dv_c, dout, q, k, v, out_c, lse_c, scale);
+
+    // CUDA bf16, aligned buffers.
+    DevOuts g = dev_run(gpu, &s, scale, q, k, v, dout, 0, 0, true, true, true);
+    HostOuts a = dev_outs_download(gpu, &s, &g);
+    check_bf16(tag, "out", a.out, out_c, nq);
+    check_named(tag, "lse", a.lse, lse_c, nl, TOL_F32);
+    check_bf16(tag, "d_q", a.dq, dq_c, nq);
+    check_bf16(tag, "d_k", a.dk, dk_c, nk);
+    check_bf16(tag, "d_v", a.dv, dv_c, nk);
+
+    // Bit for bit: the CUDA fp32 op on the widened inputs, rounded once.
+    {
+        float *w = bf16_widen_new(q, nq);
+        float *f_q = dev_upload(gpu, w, nq);
+        free(w);
+        w = bf16_widen_new(k, nk);
+        float *f_k = dev_upload(gpu, w, nk);
+        free(w);
+        w = bf16_widen_new(v, nk);
+        float *f_v = dev_upload(gpu, w, nk);
+        free(w);
+        w = bf16_widen_new(dout, nq);
+        float *f_do = dev_upload(gpu, w, nq);
+        free(w);
+        w = bf16_widen_new(a.out, nq);  // the bf16 forward's out, for the backward
+        float *f_ow = dev_upload(gpu, w, nq);
+        free(w);
+        float *f_lse16 = dev_upload(gpu, a.lse, nl);
+        float *f_out = dev_poison(gpu, nq), *f_lse = dev_poison(gpu, nl), *f_dq = dev_poison(gpu, nq);
+        float *f_dk = dev_poison(gpu, nk), *f_dv = dev_poison(gpu, nk);
+        gpu->attention_forward(gpu, &s, f_out, f_lse, f_q, f_k, f_v, scale);
+        gpu->attention_backward(gpu, &s, f_dq, f_dk, f_dv, f_do, f_q, f_k, f_v, f_ow, f_lse16, scale);
+        float *h_out = dev_download_new(gpu, f_out, nq), *h_lse = dev_download_new(gpu, f_lse, nl);
+        float *h_dq = dev_download_new(gpu, f_dq, nq), *h_dk = dev_download_new(gpu, f_dk, nk);
+        float *h_dv = dev_download_new(gpu, f_dv, nk);
+        check_rounded(tag, "out", a.out, h_out, nq);
+        CHECK(bitwise_equal(a.lse, h_lse, nl * 4), "%s: lse is bitwise the CUDA fp32 op's", tag);
+        check_rounded(tag, "d_q", a.dq, h_dq, nq);
+        check_rounded(tag, "d_k", a.dk, h_dk, nk);
+        check_rounded(tag, "d_v", a.dv, h_dv, nk);
+        void *dev[] = {f_q, f_k, f_v, f_do, f_ow, f_lse16, f_out, f_lse, f_dq, f_dk, f_dv};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
+        void *host[] = {h_out, h_lse, h_dq, h_dk, h_dv};
+        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+    }
+
+    // Determinism: a second run into fresh poisoned buffers gives the same bits.
+    {
+        DevOuts g2 = dev_run(gpu, &s, scale, q, k, v, dout, 0, 0, true, true, true);
+        HostOuts b = dev_outs_download(gpu, &s, &g2);
+        CHECK(same_bits(&s, &a, &b, true), "%s: two CUDA runs are bitwise equal", tag);
+        host_outs_free(&b);
+        dev_outs_free(gpu, &g2);
+    }
+
+    if (offsets) {
+        // The same values at other alignments: every global access width gives the same bits.
+        const int in_offs[] = {1, 2, 4, 0, 3}, out_offs[] = {0, 0, 0, 1, 2};
+        for (size_t t = 0; t < sizeof in_offs / sizeof in_offs[0]; t++) {
+            DevOuts g2 = dev_run(gpu, &s, scale, q, k, v, dout, in_offs[t], out_offs[t], true, true, true);
+            HostOuts b = dev_outs_download(gpu, &s, &g2);
+            CHECK(same_bits(&s, &a, &b, true), "%s: inputs at element offset %d, outputs at %d give the same bits", tag,
+                  in_offs[t], out_offs[t]);
+            host_outs_free(&b);
+            dev_outs_free(gpu, &g2);
+        }
+    }
+
+    if (extras) {
+        // lse = NULL in the forward still gives out; NULL gradients are skipped, the others are the same bits.
+        DevBf16 gq = dev_bf16_at(gpu, q, nq, 0), gk = dev_bf16_at(gpu, k, nk, 0), gv = dev_bf16_at(gpu, v, nk, 0);
+        DevBf16 gdo = dev_bf16_at(gpu, dout, nq, 0), go = dev_bf16_at(gpu, NULL, nq, 0);
+        gpu->attention_forward_bf16(gpu, &s, go.p, NULL, gq.p, gk.p, gv.p, scale);
+        uint16_t *out3 = dev_download_bf16_new(gpu, go.p, nq);
+        CHECK(bitwise_equal(out3, a.out, nq * 2), "%s: forward with lse=NULL gives the same out", tag);
+        // The backward on the first run's out and lse.
+        float *glse = dev_upload(gpu, a.lse, nl);
+        gpu->upload(gpu, go.p, a.out, nq * 2);
+        DevBf16 dv3 = dev_bf16_at(gpu, NULL, nk, 0), dq3 = dev_bf16_at(gpu, NULL, nq, 0);
+        DevBf16 dk3 = dev_bf16_at(gpu, NULL, nk, 0);
+        gpu->attention_backward_bf16(gpu, &s, NULL, NULL, dv3.p, gdo.p, gq.p, gk.p, gv.p, go.p, glse, scale);
+        gpu->attention_backward_bf16(gpu, &s, dq3.p, dk3.p, NULL, gdo.p, gq.p, gk.p, gv.p, go.p, glse, scale);
+        uint16_t *dv_h = dev_download_bf16_new(gpu, dv3.p, nk), *dq_h = dev_download_bf16_new(gpu, dq3.p, nq);
+        uint16_t *dk_h = dev_download_bf16_new(gpu, dk3.p, nk);
+        CHECK(bitwise_equal(dv_h, a.dv, nk * 2), "%s: d_v alone gives the full call's bits", tag);
+        CHECK(bitwise_equal(dq_h, a.dq, nq * 2) && bitwise_equal(dk_h, a.dk, nk * 2),
+              "%s: d_q and d_k without d_v give the full call's bits", tag);
+        void *dev[] = {gq.base, gk.base, gv.base, gdo.base, go.base, glse, dv3.base, dq3.base, dk3.base};
+        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
+        free(out3);
+        free(dv_h);
+        free(dq_h);
+        free(dk_h);
+    }
+
+    host_outs_free(&a);
+    dev_outs_free(gpu, &g);
+    void *host[] = {q, k, v, dout, out_c, dq_c, dk_c, dv_c, lse_c};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
+// Runs this test binary again with DIFFURL_CUDA_ATTENTION=value and returns its exit status (-1 when it did
+// not exit normally); its output goes to ours.
+static int run_self_with_path(const char *value) {
+    if (setenv(PATH_ENV, value, 1) != 0) DF_FATAL("setenv failed");
+    fflush(stdout);
+    fflush(stderr);
+    char self[] = "/proc/self/exe";
+    char *argv[] = {self, NULL};
+    pid_t pid;
+    const int err = posix_spawn(&pid, self, NULL, NULL, argv, environ);
+    unsetenv(PATH_ENV);
+    if (err != 0) {
+        printf("posix_spawn of %s failed: %s\n", self, strerror(err));
+        return -1;
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int main(void) {
+    Backend *gpu = test_require_cuda();
+    Backend *cpu = backend_cpu_create(0);
+    TestRng rng = test_rng(1617);
+    const bool is_parent = getenv(PATH_ENV) == NULL;
+    printf("attention path: %s\n", path_name());
+
+    //                                        B   Lq   Lk  heads head_dim      extras offsets
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 77, 77, 8, 40}, 1.0f, true, true);    // self, SD-1.5 heads
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 64, 77, 8, 40}, 1.0f, true, false);   // cross vs text
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 13, 7, 8, 5}, 1.5f, true, true);      // cross, odd
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 77, 77, 1, 64}, 1.0f, false, false);  // one head of 64
+    test_attention(cpu, gpu, &rng, (AttentionShape){3, 13, 13, 1, 5}, 2.0f, false, false);   // peaked softmax
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 7, 13, 3, 1}, 1.0f, false, true);     // head_dim 1
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 1, 1, 1, 1}, 1.0f, true, false);      // the smallest
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 100, 100, 8, 64}, 1.0f, false, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 65, 129, 3, 12}, 1.0f, true, true);   // tails, 8-byte rows
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 45, 37, 3, 30}, 1.0f, true, true);    // 4-byte rows
+    // The fused head-dim buckets (32, 64, 96, 128, 160) at and just past their edges; 200 is beyond the fused
+    // kernels (the widen / fp32 / round fallback).
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 130, 66, 2, 33}, 1.0f, false, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 65}, 1.0f, false, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 96}, 1.0f, false, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 97}, 1.0f, true, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 128}, 1.0f, false, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 70, 45, 2, 129}, 1.0f, false, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 67, 77, 2, 160}, 1.0f, true, true);
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 33, 17, 1, 80}, 3.0f, false, true);   // very peaked
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 20, 30, 2, 200}, 1.0f, true, true);   // fallback
+    // B*heads = 70400 blocks' worth of heads: more than one grid dimension's 65535.
+    test_attention(cpu, gpu, &rng, (AttentionShape){1100, 3, 2, 64, 1}, 1.0f, false, false);
+    // Stable Diffusion sizes: 32x32 latents' worth of tokens at head_dim 40, and 64x64 image tokens vs 77 text.
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 1024, 1024, 8, 40}, 1.0f, false, false);
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 4096, 77, 8, 64}, 1.0f, false, true);
+
+    backend_destroy(cpu);
+    backend_destroy(gpu);
+    if (!is_parent) return test_finish(strcmp(path_name(), "gemm") == 0 ? "test_gpu_attention_bf16 (gemm path)"
+                                                                        : "test_gpu_attention_bf16 (child)");
+
+    // The same checks on the gemm path (the bf16 fallback around cuBLAS), in a child process (the variable is
+    // read once per process).
+    const int rc_gemm = run_self_with_path("gemm");
+    CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
+    return test_finish("test_gpu_attention_bf16");
+}
