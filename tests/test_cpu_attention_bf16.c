@@ -8,7 +8,8 @@
 //  - d_q, d_k, d_v are bitwise the bf16 rounding of the fp32 backward on the widened d_out, q, k, v and the
 //    bf16 forward's own out (widened) and lse;
 //  - against the fp32 op on the unrounded fp32 inputs (forward, then backward on its own out/lse), every output
-//    is within ‖a−b‖/‖b‖ < 1e-2 (the bf16 storage error) and lse within 1e-2;
+//    and lse are within ‖a−b‖/‖b‖ < 1e-2 (the bf16 storage error; 3e-2 for the sharply peaked softmax, which
+//    amplifies the rounding of q and k);
 //  - every output is written (bf16-NaN / NaN poisoned first); lse = NULL in the forward gives the same out;
 //    NULL gradient pointers are skipped and the others are the full call's bits (d_v alone, d_q + d_k,
 //    d_q alone, d_k alone).
@@ -38,7 +39,9 @@ static void check_widened(const char *tag, const char *name, const uint16_t *got
     free(g);
 }
 
-static void test_attention(Backend *cpu, TestRng *rng, AttentionShape s, float in_std) {
+// tol_unrounded: the tolerance against the fp32 op on the unrounded inputs (1e-2; a sharply peaked softmax
+// amplifies the inputs' rounding error, so the peaked case gets more).
+static void test_attention(Backend *cpu, TestRng *rng, AttentionShape s, float in_std, double tol_unrounded) {
     char tag[128];
     snprintf(tag, sizeof tag, "attention_bf16 B=%d Lq=%d Lk=%d heads=%d head_dim=%d", s.B, s.Lq, s.Lk, s.heads,
              s.head_dim);
@@ -75,11 +78,11 @@ static void test_attention(Backend *cpu, TestRng *rng, AttentionShape s, float i
     float *dq_u = host_poison(nq), *dk_u = host_poison(nk), *dv_u = host_poison(nk);
     cpu->attention_forward(cpu, &s, out_u, lse_u, q32, k32, v32, scale);
     cpu->attention_backward(cpu, &s, dq_u, dk_u, dv_u, do32, q32, k32, v32, out_u, lse_u, scale);
-    check_widened(tag, "out vs fp32 on unrounded inputs", out, out_u, nq, TOL_BF16);
-    check_named(tag, "lse vs fp32 on unrounded inputs", lse, lse_u, nl, TOL_BF16);
-    check_widened(tag, "d_q vs fp32 on unrounded inputs", dq, dq_u, nq, TOL_BF16);
-    check_widened(tag, "d_k vs fp32 on unrounded inputs", dk, dk_u, nk, TOL_BF16);
-    check_widened(tag, "d_v vs fp32 on unrounded inputs", dv, dv_u, nk, TOL_BF16);
+    check_widened(tag, "out vs fp32 on unrounded inputs", out, out_u, nq, tol_unrounded);
+    check_named(tag, "lse vs fp32 on unrounded inputs", lse, lse_u, nl, tol_unrounded);
+    check_widened(tag, "d_q vs fp32 on unrounded inputs", dq, dq_u, nq, tol_unrounded);
+    check_widened(tag, "d_k vs fp32 on unrounded inputs", dk, dk_u, nk, tol_unrounded);
+    check_widened(tag, "d_v vs fp32 on unrounded inputs", dv, dv_u, nk, tol_unrounded);
 
     // lse = NULL in the forward; NULL gradient subsets (each output poisoned first).
     uint16_t *out2 = host_poison_bf16(nq);
@@ -110,14 +113,14 @@ int main(void) {
     Backend *cpu = backend_cpu_create(0);
     TestRng rng = test_rng(1616);
     //                                      B   Lq   Lk  heads head_dim
-    test_attention(cpu, &rng, (AttentionShape){1, 77, 77, 8, 40}, 1.0f);   // self, SD-1.5 head size
-    test_attention(cpu, &rng, (AttentionShape){2, 64, 77, 8, 40}, 1.0f);   // cross: 8x8 tokens vs 77 text tokens
-    test_attention(cpu, &rng, (AttentionShape){2, 13, 77, 3, 5}, 1.5f);    // cross, odd
-    test_attention(cpu, &rng, (AttentionShape){3, 13, 13, 1, 5}, 2.0f);    // self, peaked softmax
-    test_attention(cpu, &rng, (AttentionShape){2, 45, 45, 2, 30}, 1.0f);   // self, head_dim 30
-    test_attention(cpu, &rng, (AttentionShape){1, 7, 13, 3, 1}, 1.0f);     // head_dim 1
-    test_attention(cpu, &rng, (AttentionShape){1, 1, 1, 1, 1}, 1.0f);      // the smallest
-    test_attention(cpu, &rng, (AttentionShape){1, 20, 77, 2, 200}, 1.0f);  // cross, head_dim 200
+    test_attention(cpu, &rng, (AttentionShape){1, 77, 77, 8, 40}, 1.0f, TOL_BF16);   // self, SD-1.5 head size
+    test_attention(cpu, &rng, (AttentionShape){2, 64, 77, 8, 40}, 1.0f, TOL_BF16);   // cross: 8x8 tokens vs text
+    test_attention(cpu, &rng, (AttentionShape){2, 13, 77, 3, 5}, 1.5f, TOL_BF16);    // cross, odd
+    test_attention(cpu, &rng, (AttentionShape){3, 13, 13, 1, 5}, 2.0f, 3e-2);        // self, peaked softmax
+    test_attention(cpu, &rng, (AttentionShape){2, 45, 45, 2, 30}, 1.0f, TOL_BF16);   // self, head_dim 30
+    test_attention(cpu, &rng, (AttentionShape){1, 7, 13, 3, 1}, 1.0f, TOL_BF16);     // head_dim 1
+    test_attention(cpu, &rng, (AttentionShape){1, 1, 1, 1, 1}, 1.0f, TOL_BF16);      // the smallest
+    test_attention(cpu, &rng, (AttentionShape){1, 20, 77, 2, 200}, 1.0f, TOL_BF16);  // cross, head_dim 200
     backend_destroy(cpu);
     return test_finish("test_cpu_attention_bf16");
 }

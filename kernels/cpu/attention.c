@@ -9,6 +9,8 @@
 //                         dV = Pᵀ dO,  dP = dO Vᵀ,  Δ_i = Σ_d dO_id O_id,  dS = P ∘ (dP − Δ)
 //                         dQ = scale · dS K,  dK = scale · dSᵀ Q
 //   Any of d_q, d_k, d_v may be NULL; lse may be NULL in the forward (nothing saved).
+//   bf16 variants (*_bf16): q, k, v, out and the gradients in bf16, lse fp32; the inputs are widened exactly,
+//   the fp32 op runs, each output is rounded to bf16 once: the reference for the CUDA kernels.
 //
 // Scheduling: when there are several (b, h) pairs and a head's scores fit a modest scratch, the pairs are
 // spread over OpenMP threads, each running its heads' GEMMs single-threaded with its own S/P scratch;
@@ -19,6 +21,7 @@
 // The softmax's exp is vmath.h's vm_expf and its row passes (max, exp, sum, scale) vectorize.
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #include <cblas.h>
 
@@ -230,4 +233,41 @@ void cpu_attention_backward(Backend *be, const AttentionShape *s, float *d_q, fl
                           k, v, out, lse, ATTN_BLOCK, true);
         free(P);
     }
+}
+
+// ---- bf16 storage variants: widen q/k/v/out/d_out to fp32 scratch, run the fp32 op above, round once -------
+
+void cpu_attention_forward_bf16(Backend *be, const AttentionShape *s, uint16_t *out, float *lse, const uint16_t *q,
+                                const uint16_t *k, const uint16_t *v, float scale) {
+    check_shape(s, "attention_forward_bf16");
+    const size_t nq = (size_t)s->B * s->Lq * s->heads * s->head_dim, nk = (size_t)s->B * s->Lk * s->heads * s->head_dim;
+    float *qf = DF_MALLOC((2 * nq + 2 * nk + 1) * sizeof(float), "attention_forward_bf16 scratch");
+    float *of = qf + nq, *kf = of + nq, *vf = kf + nk;  // q, out [B, Lq, HD]; k, v [B, Lk, HD]
+    cpu_cast_bf16_to_f32(be, qf, q, nq);
+    cpu_cast_bf16_to_f32(be, kf, k, nk);
+    cpu_cast_bf16_to_f32(be, vf, v, nk);
+    cpu_attention_forward(be, s, of, lse, qf, kf, vf, scale);
+    cpu_cast_f32_to_bf16(be, out, of, nq);
+    free(qf);
+}
+
+void cpu_attention_backward_bf16(Backend *be, const AttentionShape *s, uint16_t *d_q, uint16_t *d_k, uint16_t *d_v,
+                                 const uint16_t *d_out, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                 const uint16_t *out, const float *lse, float scale) {
+    check_shape(s, "attention_backward_bf16");
+    if (!d_q && !d_k && !d_v) return;
+    const size_t nq = (size_t)s->B * s->Lq * s->heads * s->head_dim, nk = (size_t)s->B * s->Lk * s->heads * s->head_dim;
+    float *qf = DF_MALLOC((4 * nq + 4 * nk + 1) * sizeof(float), "attention_backward_bf16 scratch");
+    float *of = qf + nq, *gf = of + nq, *dq = gf + nq;       // [B, Lq, HD] each
+    float *kf = dq + nq, *vf = kf + nk, *dk = vf + nk, *dv = dk + nk;  // [B, Lk, HD] each
+    cpu_cast_bf16_to_f32(be, qf, q, nq);
+    cpu_cast_bf16_to_f32(be, of, out, nq);
+    cpu_cast_bf16_to_f32(be, gf, d_out, nq);
+    cpu_cast_bf16_to_f32(be, kf, k, nk);
+    cpu_cast_bf16_to_f32(be, vf, v, nk);
+    cpu_attention_backward(be, s, d_q ? dq : NULL, d_k ? dk : NULL, d_v ? dv : NULL, gf, qf, kf, vf, of, lse, scale);
+    if (d_q) cpu_cast_f32_to_bf16(be, d_q, dq, nq);
+    if (d_k) cpu_cast_f32_to_bf16(be, d_k, dk, nk);
+    if (d_v) cpu_cast_f32_to_bf16(be, d_v, dv, nk);
+    free(qf);
 }

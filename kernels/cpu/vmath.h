@@ -22,16 +22,17 @@
 // asserted by tests/test_cpu_vmath.c (every 97th float in [-100, 100], windows around every branch point,
 // specials); measured: the maximum over every float in the range, with FMA (-march=native, AVX2+FMA) /
 // without (SSE2, each a·b + c rounded twice):
-//   function       bound    measured (FMA / no FMA)   range and edges
-//   vm_expf        1.5      1.06 / 1.35 ulp           all floats in [-110, 100]: inf above 88.7228,
+//   function       bound    measured: FMA / no FMA    range and edges
+//   vm_expf        1.5      1.06 / 1.36 ulp           all floats in [-110, 100]: inf above 88.7228,
 //                                                     subnormals rounded once, 0 below -103.97; e^0 = 1
-//   vm_sigmoidf    2.5 (3)  2.40 / 2.43 ulp           [-110, 100], the tail e^x of x → -inf included
+//   vm_sigmoidf    2.5 (3)  2.40 / 2.48 ulp           [-110, 100], the tail e^x of x → -inf included
 //   vm_tanhf       1.5      1.01 / 1.09 ulp           [-10, 10]; ±1 beyond (from |x| = 9.01); tanh(-0) = -0
 //   vm_erff        1.5      1.00 / 1.32 ulp           [-100, 100]; ±1 from |x| = 3.92; erf(-0) = -0
-//   vm_normcdff    5 (7)    4.97 / 6.2 ulp            Φ(x) = ½·erfc(-x/√2) for x >= -√2;
+//   vm_normcdff    5 (7)    4.97 / 6.21 ulp           Φ(x) = ½·erfc(-x/√2) for x >= -√2;
 //                  64       46 / 54 ulp               -5.65 <= x < -√2, where Φ <= 0.08 (relative 5.5e-6:
 //                                                     log erfc's rounding, e.g. |Q| = 16 at x = -5.6);
 //                                                     0 below x = -5.657, where Φ < 8e-9.
+// (Bounds in parentheses: without FMA. The no-FMA tail figure is from every 7th float.)
 // Specials: exp(+inf) = inf, exp(-inf) = 0; tanh, erf(±inf) = ±1; sigmoid, normcdf(+inf) = 1, (-inf) = 0.
 // A NaN in gives a NaN out, for every function.
 #ifndef DIFFURL_CPU_VMATH_H

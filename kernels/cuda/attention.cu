@@ -834,8 +834,9 @@ static void att_fused_forward(Backend *be, const AttentionShape *s, T *out, floa
                                             "att_fused_forward_kernel");
         int n_tiles;
         const unsigned blocks = att_fused_blocks(s, s->Lq, 16 * C::FWD_TM, &n_tiles);
+        // out [B, Lq, HD], lse [B, heads, Lq]
         kernel<<<blocks, ATT_THREADS, smem, stream>>>(out, lse, q, k, v, s->Lq, s->Lk, s->heads, s->head_dim,
-                                                      scale, n_tiles, vec, ovec);  // out [B, Lq, HD], lse [B, heads, Lq]
+                                                      scale, n_tiles, vec, ovec);
         CUDA_LAUNCH_CHECK("att_fused_forward_kernel");
     });
 }
