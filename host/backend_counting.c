@@ -15,6 +15,7 @@ static void count_free(Backend *be, void *ptr) {}
 static void count_move(Backend *be, void *dst, const void *src, size_t bytes) {}
 static void count_zero(Backend *be, void *dst, size_t bytes) {}
 static void count_sync(Backend *be) {}
+static size_t count_memory_available(Backend *be) { return SIZE_MAX; }
 static void count_destroy(Backend *be) {
     free(be->impl);
     free(be);
@@ -143,6 +144,7 @@ Backend *backend_counting_create(void) {
     be->copy = count_move;
     be->zero = count_zero;
     be->synchronize = count_sync;
+    be->memory_available = count_memory_available;
     be->destroy = count_destroy;
     be->conv2d_forward = count_conv2d_forward;
     be->conv2d_backward = count_conv2d_backward;

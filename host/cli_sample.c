@@ -50,7 +50,7 @@ int cmd_sample(int argc, char **argv) {
         {"eta", OPT_FLOAT, &eta, "noise weight (> 0 for log-probabilities)"},
         {"guidance", OPT_FLOAT, &guidance, "classifier-free guidance weight w (1: no guidance)"},
         {"seed", OPT_INT, &seed, "noise seed (ignored for steps given in 'noise')"},
-        {"batch", OPT_INT, &max_batch, "samples per device batch (0: all)"},
+        {"batch", OPT_INT, &max_batch, "samples per device batch (0: as many as fit 90% of the free device memory)"},
         {"device", OPT_STRING, &device, "cpu, cuda or cuda:N"},
         {"precision", OPT_STRING, &precision_name, "UNet precision: fp32, or bf16 (latents and log-probs stay fp32)"},
         {"png", OPT_STRING, &png, "also write the final samples as a PNG grid (pixel-space models)"},

@@ -36,6 +36,37 @@ static int check_config(const SamplerConfig *cfg, const SamplerConditioning *con
     return DF_OK;
 }
 
+// Device bytes of run_steps' own buffers for bc samples (x, model_out, ε̂, z, ctx, t, coefficients, log-probs).
+static size_t sampler_buffer_bytes(bool cfg_on, int bc, size_t n, int L, int D) {
+    size_t rows = (size_t)(cfg_on ? 2 * bc : bc);
+    size_t floats = 2 * rows * n + (cfg_on ? (size_t)bc * n : 0) + (size_t)bc * n + rows * (size_t)L * D + rows +
+                    (size_t)bc * DDIM_COEFS + (size_t)bc;
+    return floats * sizeof(float) + 8 * 256;  // + the allocator's alignment per buffer
+}
+
+int sampler_device_batch(const SamplerConfig *cfg, int H, int W, int C, int L, int count, size_t budget_bytes) {
+    if (!cfg->unet) return df_fail(DF_ERR_ARG, "sampler: a UNet is required");
+    if (count < 1) return df_fail(DF_ERR_ARG, "sampler: %d samples to batch", count);
+    const bool cfg_on = cfg->guidance != 1.0f;
+    const int per = cfg_on ? 2 : 1, D = unet_config(cfg->unet)->cross_attention_dim;
+    const size_t n = (size_t)H * W * C;
+    UNet *m = cfg->unet;
+    // the arena grows linearly with the batch: two dry runs give the line, a third confirms the choice
+    size_t a1 = unet_inference_plan(m, per, H, W, L), a2 = unet_inference_plan(m, 2 * per, H, W, L);
+    size_t slope = a2 > a1 ? a2 - a1 : 0, base = a1 - (slope < a1 ? slope : a1);
+    size_t per_sample = slope + sampler_buffer_bytes(cfg_on, 1, n, L, D);
+    long long fit = budget_bytes > base ? (long long)((budget_bytes - base) / (per_sample ? per_sample : 1)) : 0;
+    int b = fit > count ? count : (int)fit;
+    while (b >= 1 && unet_inference_plan(m, per * b, H, W, L) + sampler_buffer_bytes(cfg_on, b, n, L, D) > budget_bytes)
+        b = b * 9 / 10 < b - 1 ? b * 9 / 10 : b - 1;
+    if (b < 1)
+        return df_fail(DF_ERR_ARG, "sampler: one sample (%dx%dx%d, %s) needs %.1f MiB of device memory; %.1f MiB "
+                       "are available", H, W, C, cfg_on ? "guided" : "unguided",
+                       (double)(unet_inference_plan(m, per, H, W, L) + sampler_buffer_bytes(cfg_on, 1, n, L, D)) /
+                           (1 << 20), (double)budget_bytes / (1 << 20));
+    return b;
+}
+
 // Runs steps [from, to) for every sample of `run`, in device batches.
 static int run_steps(const SamplerConfig *cfg, const SamplerConditioning *cond, const int *timesteps, int H, int W,
                      int C, const Run *run, int from, int to) {
@@ -44,7 +75,14 @@ static int run_steps(const SamplerConfig *cfg, const SamplerConditioning *cond, 
     const size_t n = (size_t)H * W * C;
     const int L = cond->L, D = cond->D;
     const bool cfg_on = cfg->guidance != 1.0f;
-    const int chunk = cfg->max_batch > 0 ? cfg->max_batch : run->count;
+    int chunk = cfg->max_batch;
+    if (chunk <= 0) {  // as many as fit 90% of what the device has free now
+        chunk = sampler_device_batch(cfg, H, W, C, L, run->count, be->memory_available(be) / 10 * 9);
+        if (chunk < 0) return chunk;
+        if (cfg->verbose && chunk < run->count)
+            printf("sampler: %d samples per device batch (of %d; sized to the free device memory)\n", chunk,
+                   run->count);
+    }
     const int N = cfg->steps;
     double t_start = df_time_seconds();
 

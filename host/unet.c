@@ -1220,12 +1220,17 @@ size_t unet_prepare(UNet *m, int B, int H, int W, int L) {
     return bytes;
 }
 
-size_t unet_prepare_inference(UNet *m, int B, int H, int W, int L) {
+size_t unet_inference_plan(UNet *m, int B, int H, int W, int L) {
     set_shape(m, B, H, W, L);
     m->inference = true;
-    m->backward_ready = false;
+    m->backward_ready = false;  // the dry run overwrites the blocks' saved pointers
     size_t bytes = measure_arena(m);
     m->inference = false;
+    return bytes;
+}
+
+size_t unet_prepare_inference(UNet *m, int B, int H, int W, int L) {
+    size_t bytes = unet_inference_plan(m, B, H, W, L);
     if (m->infer_act.base) arena_free(&m->infer_act);
     arena_init(&m->infer_act, m->be, "unet inference activations", bytes);
     m->infer_shape[0] = B, m->infer_shape[1] = H, m->infer_shape[2] = W, m->infer_shape[3] = L;

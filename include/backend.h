@@ -251,6 +251,9 @@ struct Backend {
     void (*zero)(Backend *be, void *dst, size_t bytes);
     void (*synchronize)(Backend *be);
     void (*destroy)(Backend *be);
+    // Bytes that can still be allocated: CUDA, the device's free memory (cudaMemGetInfo); CPU, the kernel's
+    // MemAvailable (/proc/meminfo), else the free physical pages. Used to size batches up front.
+    size_t (*memory_available)(Backend *be);
 
     // ops
     Conv2dForwardFn *conv2d_forward;

@@ -22,7 +22,8 @@ typedef struct {
     double eta;       // σ weight; > 0 for log-probabilities
     float guidance;   // w: ε̂ = ε_u + w·(ε_c − ε_u); 1 = no guidance (one UNet pass)
     uint64_t seed;
-    int max_batch;    // samples per device batch (the UNet sees 2× with guidance); <= 0: all at once
+    int max_batch;    // samples per device batch (the UNet sees 2× with guidance); <= 0: as many as fit 90% of
+                      // the backend's available memory (sampler_device_batch)
     bool verbose;     // a progress line per step
 } SamplerConfig;
 
@@ -48,6 +49,11 @@ typedef struct {
 int sampler_run(const SamplerConfig *cfg, int B, int H, int W, int C, const float *x_T, const SamplerConditioning *cond,
                 const float *noise, uint64_t first_index, Trajectories *out);
 void trajectories_free(Trajectories *t);
+
+// The largest number of samples per device batch (at most `count`) whose device memory — the UNet's
+// inference arena at that batch (2× rows with guidance) plus the sampler's buffers — fits budget_bytes,
+// counted exactly by dry runs (nothing allocated). Returns < 0 with a message when not even one fits.
+int sampler_device_batch(const SamplerConfig *cfg, int H, int W, int C, int L, int count, size_t budget_bytes);
 
 // B²-DiffuRL's branch-based sampling: the first `prefix` steps run once per sample; each resulting state then
 // forks into K branches that continue with their own noise for the remaining N − prefix steps. All branches

@@ -94,6 +94,9 @@ size_t unet_prepare(UNet *m, int B, int H, int W, int L);
 
 // Sizes and allocates the inference arena (unet_forward_inference) for a batch shape. Returns its bytes.
 size_t unet_prepare_inference(UNet *m, int B, int H, int W, int L);
+// The bytes that arena would take, counted by a dry run without allocating (to size batches). Like any
+// forward, it ends what a pending unet_backward could use.
+size_t unet_inference_plan(UNet *m, int B, int H, int W, int L);
 
 // out [B,H,W,Cout] = unet(sample [B,H,W,Cin], t [B], ctx [B,L,D]); all device pointers, channels-last.
 // Saves what backward needs in the activation arena.

@@ -247,6 +247,27 @@ uint16_t *dev_poison_bf16(Backend *be, size_t n) {
     return d;
 }
 
+DevBf16 dev_bf16_at(Backend *be, const uint16_t *host, size_t n, int off) {
+    DF_CHECK(off >= 0 && off <= 8, "dev_bf16_at: the offset must be in 0..8");
+    DevBf16 d;
+    d.base = dev_poison_bf16(be, n + 8);
+    d.p = d.base + off;
+    if (host && n) be->upload(be, d.p, host, n * sizeof(uint16_t));
+    return d;
+}
+
+uint16_t *bf16_round_new(const float *x, size_t n) {
+    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
+    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
+    return y;
+}
+
+double bf16_ulp(double x) {
+    int e;
+    frexp(x, &e);
+    return ldexp(1.0, e - 8);
+}
+
 uint16_t *dev_download_bf16_new(Backend *be, const uint16_t *dev, size_t n) {
     uint16_t *h = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "downloaded bf16 tensor");
     be->download(be, h, dev, n * sizeof(uint16_t));

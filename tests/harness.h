@@ -105,6 +105,18 @@ float *dev_download_new(Backend *be, const float *dev, size_t n);
 uint16_t *dev_upload_bf16(Backend *be, const uint16_t *host, size_t n);
 uint16_t *dev_poison_bf16(Backend *be, size_t n);
 uint16_t *dev_download_bf16_new(Backend *be, const uint16_t *dev, size_t n);
+// A device bf16 tensor of n values at element offset off (0..8) inside a TEST_BF16_NAN-poisoned allocation of
+// n + 8 values (offsets exercise the kernels' aligned and unaligned paths); host (may be NULL) uploaded to .p.
+// Free .base.
+typedef struct {
+    uint16_t *base, *p;
+} DevBf16;
+DevBf16 dev_bf16_at(Backend *be, const uint16_t *host, size_t n, int off);
+
+// x [n] rounded to bf16 (nearest even; malloc'd).
+uint16_t *bf16_round_new(const float *x, size_t n);
+// One bf16 step at x (its unit in the last place: 2^(e−8) for |x| = m·2^e, 0.5 ≤ m < 1).
+double bf16_ulp(double x);
 
 // Naive conv2d (the Conv2dForwardFn contract: NHWC in, OHWI weight, zero padding) in double for one output
 // element out[b, oh, ow, co]: an independent reference for sampled elements. bias may be NULL.

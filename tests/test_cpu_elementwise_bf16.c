@@ -19,12 +19,6 @@
 
 #include "harness.h"
 
-static uint16_t *bf16_round_new(const float *x, size_t n) {
-    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
-    return y;
-}
-
 // How many got[i] differ from f32_to_bf16(want[i]).
 static size_t bf16_mismatches(const uint16_t *got, const float *want, size_t n) {
     size_t bad = 0;

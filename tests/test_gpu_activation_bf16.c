@@ -53,10 +53,10 @@ typedef struct {
     uint16_t *base, *p;
     size_t n, total;
     int off;
-} DevBf16;
+} GuardedBf16;
 
-static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
-    DevBf16 d = {.n = n, .off = off, .total = (size_t)GUARD + off + n + GUARD};
+static GuardedBf16 guarded_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
+    GuardedBf16 d = {.n = n, .off = off, .total = (size_t)GUARD + off + n + GUARD};
     d.base = dev_poison_bf16(gpu, d.total);
     d.p = d.base + GUARD + off;
     if (host && n) gpu->upload(gpu, d.p, host, n * sizeof(uint16_t));
@@ -64,7 +64,7 @@ static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off
 }
 
 // Downloads the tensor; *guards_ok tells whether every guard value is still poison.
-static uint16_t *dev_bf16_download(Backend *gpu, DevBf16 d, bool *guards_ok) {
+static uint16_t *dev_bf16_download(Backend *gpu, GuardedBf16 d, bool *guards_ok) {
     uint16_t *all = dev_download_bf16_new(gpu, d.base, d.total);
     bool ok = true;
     for (size_t i = 0; i < (size_t)GUARD + d.off; i++) ok &= all[i] == TEST_BF16_NAN;
@@ -169,8 +169,8 @@ static void test_activation(Backend *cpu, Backend *gpu, TestRng *rng, Activation
         const int *o = big ? offs[2] : offs[t];
         char tt[160];
         snprintf(tt, sizeof tt, "%s [offsets in %d, out/d_out %d, d_in %d]", tag, o[0], o[1], o[2]);
-        DevBf16 gx = dev_bf16_at(gpu, x, n, o[0]), gdy = dev_bf16_at(gpu, dy, n, o[1]);
-        DevBf16 gout = dev_bf16_at(gpu, NULL, n, o[1]), gdx = dev_bf16_at(gpu, NULL, n, o[2]);
+        GuardedBf16 gx = guarded_bf16_at(gpu, x, n, o[0]), gdy = guarded_bf16_at(gpu, dy, n, o[1]);
+        GuardedBf16 gout = guarded_bf16_at(gpu, NULL, n, o[1]), gdx = guarded_bf16_at(gpu, NULL, n, o[2]);
         gpu->activation_forward_bf16(gpu, act, gout.p, gx.p, n);
         gpu->activation_backward_bf16(gpu, act, gdx.p, gdy.p, gx.p, n);
         bool guards_f, guards_b, guards_x, guards_dy;
@@ -185,7 +185,7 @@ static void test_activation(Backend *cpu, Backend *gpu, TestRng *rng, Activation
 
         if (!big) {
             // Determinism: a second run into fresh buffers.
-            DevBf16 gout2 = dev_bf16_at(gpu, NULL, n, o[1]), gdx2 = dev_bf16_at(gpu, NULL, n, o[2]);
+            GuardedBf16 gout2 = guarded_bf16_at(gpu, NULL, n, o[1]), gdx2 = guarded_bf16_at(gpu, NULL, n, o[2]);
             gpu->activation_forward_bf16(gpu, act, gout2.p, gx.p, n);
             gpu->activation_backward_bf16(gpu, act, gdx2.p, gdy.p, gx.p, n);
             uint16_t *out2 = dev_download_bf16_new(gpu, gout2.p, n), *dx2 = dev_download_bf16_new(gpu, gdx2.p, n);
@@ -193,7 +193,7 @@ static void test_activation(Backend *cpu, Backend *gpu, TestRng *rng, Activation
                   "equal", tt);
 
             // In place: out == in (at x's offset), d_in == d_out (at d_out's offset).
-            DevBf16 gio = dev_bf16_at(gpu, x, n, o[0]), gdio = dev_bf16_at(gpu, dy, n, o[1]);
+            GuardedBf16 gio = guarded_bf16_at(gpu, x, n, o[0]), gdio = guarded_bf16_at(gpu, dy, n, o[1]);
             gpu->activation_forward_bf16(gpu, act, gio.p, gio.p, n);
             gpu->activation_backward_bf16(gpu, act, gdio.p, gdio.p, gx.p, n);
             bool guards_io, guards_dio;
@@ -264,8 +264,8 @@ static void test_geglu(Backend *cpu, Backend *gpu, TestRng *rng, int N, int F) {
         const int *o = offs[t];
         char tt[160];
         snprintf(tt, sizeof tt, "%s [offsets in %d, out/d_out %d, d_in %d]", tag, o[0], o[1], o[2]);
-        DevBf16 gx = dev_bf16_at(gpu, x, n_in, o[0]), gdy = dev_bf16_at(gpu, dy, n_out, o[1]);
-        DevBf16 gout = dev_bf16_at(gpu, NULL, n_out, o[1]), gdx = dev_bf16_at(gpu, NULL, n_in, o[2]);
+        GuardedBf16 gx = guarded_bf16_at(gpu, x, n_in, o[0]), gdy = guarded_bf16_at(gpu, dy, n_out, o[1]);
+        GuardedBf16 gout = guarded_bf16_at(gpu, NULL, n_out, o[1]), gdx = guarded_bf16_at(gpu, NULL, n_in, o[2]);
         gpu->geglu_forward_bf16(gpu, gout.p, gx.p, N, F);
         gpu->geglu_backward_bf16(gpu, gdx.p, gdy.p, gx.p, N, F);
         bool guards_f, guards_b;
@@ -275,7 +275,7 @@ static void test_geglu(Backend *cpu, Backend *gpu, TestRng *rng, int N, int F) {
         CHECK(guards_f && guards_b, "%s: nothing written outside the tensors", tt);
 
         if (t == 0) {
-            DevBf16 gout2 = dev_bf16_at(gpu, NULL, n_out, o[1]), gdx2 = dev_bf16_at(gpu, NULL, n_in, o[2]);
+            GuardedBf16 gout2 = guarded_bf16_at(gpu, NULL, n_out, o[1]), gdx2 = guarded_bf16_at(gpu, NULL, n_in, o[2]);
             gpu->geglu_forward_bf16(gpu, gout2.p, gx.p, N, F);
             gpu->geglu_backward_bf16(gpu, gdx2.p, gdy.p, gx.p, N, F);
             // d_in NULL: "not needed", skipped (and must not disturb the stream).
@@ -321,7 +321,7 @@ int main(void) {
         test_geglu(cpu, gpu, &rng, geglu_shapes[s][0], geglu_shapes[s][1]);
 
     {  // Empty tensors: nothing launched, nothing written.
-        DevBf16 in = dev_bf16_at(gpu, NULL, 2, 0), out = dev_bf16_at(gpu, NULL, 2, 0);
+        GuardedBf16 in = guarded_bf16_at(gpu, NULL, 2, 0), out = guarded_bf16_at(gpu, NULL, 2, 0);
         for (size_t a = 0; a < 3; a++) {
             gpu->activation_forward_bf16(gpu, acts[a], out.p, in.p, 0);
             gpu->activation_backward_bf16(gpu, acts[a], out.p, in.p, in.p, 0);

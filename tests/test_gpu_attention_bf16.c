@@ -46,13 +46,6 @@ static uint16_t *round_new(const float *x, size_t n) {
     return y;
 }
 
-// One bf16 step (unit in the last place) at x: bf16 keeps 8 significant bits.
-static double bf16_ulp(double x) {
-    int e;
-    frexp(x, &e);
-    return ldexp(1.0, e - 8);
-}
-
 // got vs want (bf16 bits), r = rms(want): ‖a−b‖/‖b‖ < 1e-2 widened; no element more than one bf16 step + 1e-3·r
 // apart, and at most n/100 + 2 more than one step + 1e-5·r apart. Both backends compute in fp32 and round once, so
 // an element is at most a step apart plus the fp32 difference (~1e-6·r); an element near zero (cancellation, a
@@ -89,18 +82,6 @@ static void check_rounded(const char *tag, const char *name, const uint16_t *got
     for (size_t i = 0; i < n; i++) diff += got[i] != f32_to_bf16(want[i]);
     CHECK(diff == 0, "%s: %s is bitwise bf16(CUDA fp32 op on the widened inputs) (%zu of %zu elements differ)", tag,
           name, diff, n);
-}
-
-// A device bf16 buffer of n values at element offset `off` of a poisoned allocation of n + 8 values.
-typedef struct {
-    uint16_t *base, *p;
-} DevBf16;
-static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
-    DevBf16 d;
-    d.base = dev_poison_bf16(gpu, n + 8);
-    d.p = d.base + off;
-    if (host) gpu->upload(gpu, d.p, host, n * sizeof(uint16_t));
-    return d;
 }
 
 typedef struct {

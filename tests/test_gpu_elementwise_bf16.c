@@ -22,13 +22,6 @@
 
 #include "harness.h"
 
-// One bf16 step (unit in the last place) at x: bf16 keeps 8 significant bits.
-static double bf16_ulp(double x) {
-    int e;
-    frexp(x, &e);
-    return ldexp(1.0, e - 8);
-}
-
 // Large bf16 test data without a Box–Muller per value: a random block of 4099 values (prime: no alignment
 // with any shape) repeated.
 static uint16_t *bf16_alloc_pattern(TestRng *rng, size_t n) {
@@ -40,17 +33,6 @@ static uint16_t *bf16_alloc_pattern(TestRng *rng, size_t n) {
     return x;
 }
 
-// A device bf16 buffer of n values at element offset `off` of a poisoned allocation (n + 8 values).
-typedef struct {
-    uint16_t *base, *p;
-} DevBf16;
-static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
-    DevBf16 d;
-    d.base = dev_poison_bf16(gpu, n + 8);
-    d.p = d.base + off;
-    if (host && n) gpu->upload(gpu, d.p, host, n * sizeof(uint16_t));
-    return d;
-}
 // The same for fp32 (poisoned with NaN, or holding host).
 typedef struct {
     float *base, *p;

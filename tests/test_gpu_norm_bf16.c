@@ -48,19 +48,6 @@ static float *alloc_input(TestRng *rng, size_t rows, int C) {
     return x;
 }
 
-static uint16_t *bf16_round_new(const float *x, size_t n) {
-    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
-    return y;
-}
-
-// One bf16 step (unit in the last place) at x: bf16 keeps 8 significant bits.
-static double bf16_ulp(double x) {
-    int e;
-    frexp(x, &e);
-    return ldexp(1.0, e - 8);
-}
-
 // got vs want (bf16 bits): ‖a−b‖/‖b‖ < 1e-2 widened, and no element more than one bf16 step apart.
 static void check_bf16(const char *tag, const char *name, const uint16_t *got, const uint16_t *want, size_t n) {
     float *g = bf16_widen_new(got, n), *w = bf16_widen_new(want, n);
@@ -75,18 +62,6 @@ static void check_bf16(const char *tag, const char *name, const uint16_t *got, c
     printf("      %s: %zu of %zu identical to the CPU\n", name, same, n);
     free(g);
     free(w);
-}
-
-// A device bf16 buffer of n values at element offset `off` of a poisoned allocation (n + 8 values).
-typedef struct {
-    uint16_t *base, *p;
-} DevBf16;
-static DevBf16 dev_bf16_at(Backend *gpu, const uint16_t *host, size_t n, int off) {
-    DevBf16 d;
-    d.base = dev_poison_bf16(gpu, n + 8);
-    d.p = d.base + off;
-    if (host) gpu->upload(gpu, d.p, host, n * sizeof(uint16_t));
-    return d;
 }
 
 typedef struct {

@@ -105,6 +105,34 @@ static void check_rescore(UNet *m, const SamplerConfig *cfg, const SamplerCondit
     free(host);
 }
 
+// Device batches sized from a memory budget: all of them when memory is plentiful, fewer as it shrinks
+// (never more than fits: the UNet arena alone at the chosen batch stays within the budget), an error naming
+// the sizes when not even one fits; and a run with the automatic batch equals the fixture trajectory.
+static void check_device_batch(UNet *m, const DdimSchedule *sched) {
+    SamplerConfig cfg = {.unet = m, .schedule = sched, .steps = 4, .eta = 1.0, .guidance = 5.0f, .seed = 1};
+    const int H = 16, W = 16, C = 4, L = 77;
+    CHECK(sampler_device_batch(&cfg, H, W, C, L, 1000, SIZE_MAX / 2) == 1000, "plenty of memory: all 1000 at once");
+    size_t one = unet_inference_plan(m, 2, H, W, L);  // one guided sample: 2 UNet rows
+    int prev = 0;
+    bool monotone = true, within = true;
+    for (int k = 1; k <= 64; k *= 2) {
+        size_t budget = (size_t)k * 2 * one;
+        int b = sampler_device_batch(&cfg, H, W, C, L, 1000, budget);
+        if (b < prev) monotone = false;
+        if (b >= 1 && unet_inference_plan(m, 2 * b, H, W, L) > budget) within = false;
+        printf("  budget %.1f MiB: %d samples per device batch\n", budget / 1048576.0, b);
+        prev = b;
+    }
+    CHECK(monotone && prev > 1, "the batch grows with the budget (%d at the largest)", prev);
+    CHECK(within, "the chosen batch's arena fits the budget");
+    CHECK(sampler_device_batch(&cfg, H, W, C, L, 1000, 1000) < 0 && strstr(df_error_message(), "MiB"),
+          "a budget below one sample is refused: %s", df_error_message());
+    cfg.guidance = 1.0f;
+    CHECK(sampler_device_batch(&cfg, H, W, C, L, 1000, 64 * one) > sampler_device_batch(&(SamplerConfig){
+              .unet = m, .schedule = sched, .steps = 4, .eta = 1.0, .guidance = 5.0f}, H, W, C, L, 1000, 64 * one),
+          "without guidance (one UNet row per sample) more samples fit");
+}
+
 int main(int argc, char **argv) {
     bool cuda = argc > 1 && !strcmp(argv[1], "cuda");
     Backend *be = cuda ? test_require_cuda() : backend_cpu_create(0);
@@ -112,6 +140,7 @@ int main(int argc, char **argv) {
     if (!CHECK(m != NULL, "lin2 loads: %s", df_error_message())) return test_finish("sampler");
     DdimSchedule sched;
     ddim_schedule_default(&sched);
+    check_device_batch(m, &sched);
     const struct {
         const char *path;
         int steps;

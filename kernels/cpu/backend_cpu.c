@@ -1,6 +1,8 @@
 // backend_cpu.c — the CPU backend: host memory, thread set-up, and the op table.
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -28,6 +30,17 @@ static void cpu_zero(Backend *be, void *dst, size_t bytes) {
     if (bytes) memset(dst, 0, bytes);
 }
 static void cpu_synchronize(Backend *be) {}
+static size_t cpu_memory_available(Backend *be) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+    if (f) fclose(f);
+    if (kib) return (size_t)kib * 1024;
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);  // no /proc: free pages only
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}
 static void cpu_destroy(Backend *be) {
     free(be->impl);
     free(be);
@@ -49,6 +62,7 @@ Backend *backend_cpu_create(int threads) {
     be->download = cpu_copy;
     be->copy = cpu_copy;
     be->zero = cpu_zero;
+    be->memory_available = cpu_memory_available;
     be->synchronize = cpu_synchronize;
     be->destroy = cpu_destroy;
     be->conv2d_forward = cpu_conv2d_forward;

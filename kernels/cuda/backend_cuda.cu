@@ -61,6 +61,11 @@ static void cuda_zero(Backend *be, void *dst, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cuda_stream(be)));
 }
 static void cuda_synchronize(Backend *be) { CUDA_CHECK(cudaStreamSynchronize(cuda_stream(be))); }
+static size_t cuda_memory_available(Backend *be) {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes;
+}
 static void cuda_destroy(Backend *be) {
     CudaState *st = cuda_state(be);
     CUDA_CHECK(cudaStreamSynchronize(st->stream));
@@ -116,6 +121,7 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->download = cuda_download;
     be->copy = cuda_copy;
     be->zero = cuda_zero;
+    be->memory_available = cuda_memory_available;
     be->synchronize = cuda_synchronize;
     be->destroy = cuda_destroy;
     be->conv2d_forward = cuda_conv2d_forward;
