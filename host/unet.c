@@ -1387,6 +1387,7 @@ int unet_lora_enable(UNet *m, int rank, float alpha, uint64_t seed) {
     }
     m->train_base = false;
     invalidate_arenas(m);  // re-measured with the adapters
+    m->bf16_stale = true;  // the adapters need bf16 working copies too
     return DF_OK;
 }
 
