@@ -8,9 +8,10 @@
 //   GroupNorm → SiLU → conv_out.
 // Every tensor is channels-last ([B, H*W, C] rows); 1×1 projections are linear ops on those rows.
 //
-// Memory: parameters, gradients and activations are three allocations. Forward saves what backward needs
-// in the activation arena; backward takes its temporaries from the same arena, after the saved tensors.
-// The arena is sized by running forward + backward on the counting backend (unet_prepare).
+// Memory: parameters, gradients and activations are three allocations (plus, when used, the inference arena
+// and the bf16 working weights). Forward saves what backward needs in the activation arena; backward takes its
+// temporaries from the same arena, after the saved tensors. The arena is sized by running forward + backward on
+// the counting backend (unet_prepare); the inference arena by a forward alone (unet_prepare_inference).
 // Gradients: input gradients are written (=), parameter gradients accumulate (+=) into m->grads.
 #include <math.h>
 #include <stdarg.h>
@@ -515,9 +516,9 @@ void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient
 #define G(off) (m->train_base ? m->grads + (off) : NULL)
 #define PL(off) (m->lora_params + (off))
 #define GL(off) (m->lora_grads + (off))
-// bf16 working copies of the matrix weights (NULL in fp32 mode)
-#define W16(off) (m->bf16 ? m->params_bf16 + (off) : NULL)
-#define WL16(off) (m->bf16 ? m->lora_bf16 + (off) : NULL)
+// bf16 working copies of the matrix weights (NULL in fp32 mode, and in the measuring dry run before any cast)
+#define W16(off) (m->bf16 && m->params_bf16 ? m->params_bf16 + (off) : NULL)
+#define WL16(off) (m->bf16 && m->lora_bf16 ? m->lora_bf16 + (off) : NULL)
 #define H16(p) ((uint16_t *)(p))
 #define CH16(p) ((const uint16_t *)(p))
 
