@@ -17,12 +17,6 @@
 
 #include "harness.h"
 
-static uint16_t *round_new(const float *x, size_t n) {
-    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
-    return y;
-}
-
 // got (bf16) == bf16(want (fp32)) bit for bit; prints how many elements differ otherwise.
 static void check_rounded(const char *tag, const char *name, const uint16_t *got, const float *want, size_t n) {
     size_t diff = 0;
@@ -51,7 +45,8 @@ static void test_attention(Backend *cpu, TestRng *rng, AttentionShape s, float i
     const float scale = 1.0f / sqrtf((float)s.head_dim);
     float *q32 = test_alloc_normal(rng, nq, in_std), *k32 = test_alloc_normal(rng, nk, in_std);  // [B, Lq|Lk, HD]
     float *v32 = test_alloc_normal(rng, nk, 1.0f), *do32 = test_alloc_normal(rng, nq, 1.0f);
-    uint16_t *q = round_new(q32, nq), *k = round_new(k32, nk), *v = round_new(v32, nk), *dout = round_new(do32, nq);
+    uint16_t *q = bf16_round_new(q32, nq), *k = bf16_round_new(k32, nk), *v = bf16_round_new(v32, nk);
+    uint16_t *dout = bf16_round_new(do32, nq);
     float *qw = bf16_widen_new(q, nq), *kw = bf16_widen_new(k, nk), *vw = bf16_widen_new(v, nk);
     float *dow = bf16_widen_new(dout, nq);
 

@@ -18,7 +18,8 @@
 //  - every device output is written (bf16-NaN / NaN poisoned first); two device runs are bitwise equal;
 //    lse = NULL in the forward and NULL gradient subsets (d_v alone, d_q + d_k) give the full call's bits;
 //  - the same values at other alignments give the same bits: inputs at element offsets 1, 2, 4 and outputs at
-//    1, 2 of their allocations (the fused kernels' 16-, 8-, 4-byte and scalar global accesses).
+//    1, 2 of their allocations, and single tensors misaligned (d_out; v, d_q, d_k, d_v) (the fused kernels'
+//    16-, 8-, 4-byte and scalar global accesses; the least aligned tensor of a kernel decides its width).
 // Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
 // checks the default (fused) path, then runs itself again with DIFFURL_CUDA_ATTENTION=gemm (every check on the
 // fallback that widens, runs the cuBLAS fp32 path and rounds).
@@ -38,12 +39,6 @@ extern char **environ;
 static const char *path_name(void) {
     const char *p = getenv(PATH_ENV);
     return p && p[0] ? p : "fused";
-}
-
-static uint16_t *round_new(const float *x, size_t n) {
-    uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
-    for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);
-    return y;
 }
 
 // got vs want (bf16 bits), r = rms(want): ‖a−b‖/‖b‖ < 1e-2 widened; no element more than one bf16 step + 1e-3·r
@@ -89,22 +84,25 @@ typedef struct {
     float *lse;
 } DevOuts;
 
-// Device forward, then backward on bwd_out / bwd_lse (host; NULL: on the forward's own out and lse): bf16 inputs
-// at element offset in_off, outputs at out_off. with_dq / with_dk / with_dv: which gradients are asked for (the
-// others NULL).
+// Device forward, then backward on bwd_out / bwd_lse (host; NULL: on the forward's own out and lse). The bf16
+// tensors lie at element offsets in_off[0..3] (q, k, v, d_out) and out_off[0..3] (out, d_q, d_k, d_v) of their
+// allocations (NULL: all 0). with_dq / with_dk / with_dv: which gradients are asked for (the others NULL).
 static DevOuts dev_run(Backend *gpu, const AttentionShape *s, float scale, const uint16_t *q, const uint16_t *k,
                        const uint16_t *v, const uint16_t *dout, const uint16_t *bwd_out, const float *bwd_lse,
-                       int in_off, int out_off, bool with_dq, bool with_dk, bool with_dv) {
+                       const int *in_off, const int *out_off, bool with_dq, bool with_dk, bool with_dv) {
+    static const int zero[4] = {0, 0, 0, 0};
+    if (!in_off) in_off = zero;
+    if (!out_off) out_off = zero;
     const size_t HD = (size_t)s->heads * s->head_dim, nq = (size_t)s->B * s->Lq * HD, nk = (size_t)s->B * s->Lk * HD;
-    DevBf16 gq = dev_bf16_at(gpu, q, nq, in_off), gk = dev_bf16_at(gpu, k, nk, in_off);
-    DevBf16 gv = dev_bf16_at(gpu, v, nk, in_off), gdo = dev_bf16_at(gpu, dout, nq, in_off);
+    DevBf16 gq = dev_bf16_at(gpu, q, nq, in_off[0]), gk = dev_bf16_at(gpu, k, nk, in_off[1]);
+    DevBf16 gv = dev_bf16_at(gpu, v, nk, in_off[2]), gdo = dev_bf16_at(gpu, dout, nq, in_off[3]);
     DevOuts o;
     memset(&o, 0, sizeof o);
-    o.out = dev_bf16_at(gpu, NULL, nq, out_off);
+    o.out = dev_bf16_at(gpu, NULL, nq, out_off[0]);
     o.lse = dev_poison(gpu, (size_t)s->B * s->heads * s->Lq);
-    if (with_dq) o.dq = dev_bf16_at(gpu, NULL, nq, out_off);
-    if (with_dk) o.dk = dev_bf16_at(gpu, NULL, nk, out_off);
-    if (with_dv) o.dv = dev_bf16_at(gpu, NULL, nk, out_off);
+    if (with_dq) o.dq = dev_bf16_at(gpu, NULL, nq, out_off[1]);
+    if (with_dk) o.dk = dev_bf16_at(gpu, NULL, nk, out_off[2]);
+    if (with_dv) o.dv = dev_bf16_at(gpu, NULL, nk, out_off[3]);
     gpu->attention_forward_bf16(gpu, s, o.out.p, o.lse, gq.p, gk.p, gv.p, scale);
     const size_t nl = (size_t)s->B * s->heads * s->Lq;
     DevBf16 bo = {NULL, o.out.p};
@@ -176,7 +174,8 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     const float scale = 1.0f / sqrtf((float)s.head_dim);
     float *q32 = test_alloc_normal(rng, nq, in_std), *k32 = test_alloc_normal(rng, nk, in_std);  // [B, Lq|Lk, HD]
     float *v32 = test_alloc_normal(rng, nk, 1.0f), *do32 = test_alloc_normal(rng, nq, 1.0f);
-    uint16_t *q = round_new(q32, nq), *k = round_new(k32, nk), *v = round_new(v32, nk), *dout = round_new(do32, nq);
+    uint16_t *q = bf16_round_new(q32, nq), *k = bf16_round_new(k32, nk), *v = bf16_round_new(v32, nk);
+    uint16_t *dout = bf16_round_new(do32, nq);
     free(q32);
     free(k32);
     free(v32);
@@ -190,7 +189,7 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     cpu->attention_backward_bf16(cpu, &s, dq_c, dk_c, dv_c, dout, q, k, v, out_c, lse_c, scale);
 
     // CUDA bf16, aligned buffers; the backward on the CPU's out and lse.
-    DevOuts g = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, 0, 0, true, true, true);
+    DevOuts g = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, NULL, NULL, true, true, true);
     HostOuts a = dev_outs_download(gpu, &s, &g);
     check_bf16(tag, "out", a.out, out_c, nq);
     check_named(tag, "lse", a.lse, lse_c, nl, TOL_F32);
@@ -201,7 +200,7 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     // Bit for bit: the CUDA fp32 op on the widened inputs, rounded once; the backward on the device's own out
     // and lse (the forward → backward chain).
     {
-        DevOuts gc = dev_run(gpu, &s, scale, q, k, v, dout, NULL, NULL, 0, 0, true, true, true);
+        DevOuts gc = dev_run(gpu, &s, scale, q, k, v, dout, NULL, NULL, NULL, NULL, true, true, true);
         HostOuts c = dev_outs_download(gpu, &s, &gc);
         CHECK(bitwise_equal(c.out, a.out, nq * 2) && bitwise_equal(c.lse, a.lse, nl * 4),
               "%s: a second forward gives the same bits", tag);
@@ -243,7 +242,7 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
 
     // Determinism: a second run into fresh poisoned buffers gives the same bits.
     {
-        DevOuts g2 = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, 0, 0, true, true, true);
+        DevOuts g2 = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, NULL, NULL, true, true, true);
         HostOuts b = dev_outs_download(gpu, &s, &g2);
         CHECK(same_bits(&s, &a, &b, true), "%s: two CUDA runs are bitwise equal", tag);
         host_outs_free(&b);
@@ -251,14 +250,20 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     }
 
     if (offsets) {
-        // The same values at other alignments: every global access width gives the same bits.
-        const int in_offs[] = {1, 2, 4, 0, 3}, out_offs[] = {0, 0, 0, 1, 2};
-        for (size_t t = 0; t < sizeof in_offs / sizeof in_offs[0]; t++) {
-            DevOuts g2 =
-                dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, in_offs[t], out_offs[t], true, true, true);
+        // The same values at other alignments: every global access width gives the same bits. Element offsets
+        // of q, k, v, d_out and of out, d_q, d_k, d_v; the last two cases misalign single tensors (the least
+        // aligned tensor of a kernel decides its width).
+        static const int offs[][2][4] = {{{1, 1, 1, 1}, {0, 0, 0, 0}}, {{2, 2, 2, 2}, {0, 0, 0, 0}},
+                                         {{4, 4, 4, 4}, {0, 0, 0, 0}}, {{0, 0, 0, 0}, {1, 1, 1, 1}},
+                                         {{3, 3, 3, 3}, {2, 2, 2, 2}}, {{0, 0, 0, 1}, {0, 0, 0, 1}},
+                                         {{0, 0, 2, 0}, {0, 2, 1, 0}}};
+        for (size_t t = 0; t < sizeof offs / sizeof offs[0]; t++) {
+            DevOuts g2 = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, offs[t][0], offs[t][1], true, true, true);
             HostOuts b = dev_outs_download(gpu, &s, &g2);
-            CHECK(same_bits(&s, &a, &b, true), "%s: inputs at element offset %d, outputs at %d give the same bits", tag,
-                  in_offs[t], out_offs[t]);
+            CHECK(same_bits(&s, &a, &b, true),
+                  "%s: bf16 tensors at element offsets q %d k %d v %d d_out %d, out %d d_q %d d_k %d d_v %d give the "
+                  "same bits", tag, offs[t][0][0], offs[t][0][1], offs[t][0][2], offs[t][0][3], offs[t][1][0],
+                  offs[t][1][1], offs[t][1][2], offs[t][1][3]);
             host_outs_free(&b);
             dev_outs_free(gpu, &g2);
         }
@@ -333,8 +338,8 @@ int main(void) {
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 7, 13, 3, 1}, 1.0f, false, true);     // head_dim 1
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 1, 1, 1, 1}, 1.0f, true, false);      // the smallest
     test_attention(cpu, gpu, &rng, (AttentionShape){2, 100, 100, 8, 64}, 1.0f, false, false);
-    test_attention(cpu, gpu, &rng, (AttentionShape){2, 65, 129, 3, 12}, 1.0f, true, true);   // tails, 8-byte rows
-    test_attention(cpu, gpu, &rng, (AttentionShape){1, 45, 37, 3, 30}, 1.0f, true, true);    // 4-byte rows
+    test_attention(cpu, gpu, &rng, (AttentionShape){2, 65, 129, 3, 12}, 1.0f, true, true);   // tails, 8-byte accesses
+    test_attention(cpu, gpu, &rng, (AttentionShape){1, 45, 37, 3, 30}, 1.0f, true, true);    // 4-byte accesses
     // The fused head-dim buckets (32, 64, 96, 128, 160) at and just past their edges; 200 is beyond the fused
     // kernels (the widen / fp32 / round fallback).
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 130, 66, 2, 33}, 1.0f, false, true);

@@ -930,7 +930,7 @@ extern "C" void cuda_attention_backward(Backend *be, const AttentionShape *s, fl
         att_gemm_backward(be, s, d_q, d_k, d_v, d_out, q, k, v, out, lse, scale);
 }
 
-// ---- entry points: bf16 storage ------------------------------------------------------------------------
+// ---- entry points: bf16 storage (fused kernels, else the widen / fp32 / round fallback) ----------------
 
 static inline __nv_bfloat16 *as_bf16(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
 static inline const __nv_bfloat16 *as_bf16(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
