@@ -256,6 +256,17 @@ DevBf16 dev_bf16_at(Backend *be, const uint16_t *host, size_t n, int off) {
     return d;
 }
 
+float *fixture_load(const SafeTensorsFile *f, const char *name, size_t *numel) {
+    const SafeTensorInfo *t = safetensors_find(f, name);
+    if (!CHECK(t != NULL, "fixture has tensor '%s'", name)) return NULL;
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), name);
+    CHECK(safetensors_read_f32(f, t, x) == 0, "read '%s': %s", name, df_error_message());
+    if (numel) *numel = n;
+    return x;
+}
+
 uint16_t *bf16_round_new(const float *x, size_t n) {
     uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 rounded");
     for (size_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]);

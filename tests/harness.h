@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "ddim.h"
+#include "safetensors.h"
 
 #define TEST_SKIP_CODE 77
 
@@ -112,6 +113,10 @@ typedef struct {
     uint16_t *base, *p;
 } DevBf16;
 DevBf16 dev_bf16_at(Backend *be, const uint16_t *host, size_t n, int off);
+
+// A fixture tensor read as fp32 into a malloc'd array (NULL, with a failed check, when the file lacks it);
+// *numel (may be NULL) gets its element count.
+float *fixture_load(const SafeTensorsFile *f, const char *name, size_t *numel);
 
 // x [n] rounded to bf16 (nearest even; malloc'd).
 uint16_t *bf16_round_new(const float *x, size_t n);

@@ -33,16 +33,6 @@ static const TorchBf16Error TORCH_BF16[] = {
 };
 #define TORCH_MARGIN 1.25
 
-static float *load(const SafeTensorsFile *f, const char *name) {
-    const SafeTensorInfo *t = safetensors_find(f, name);
-    if (!CHECK(t != NULL, "fixture has tensor '%s'", name)) return NULL;
-    size_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
-    float *x = DF_MALLOC(n * sizeof(float), name);
-    CHECK(safetensors_read_f32(f, t, x) == 0, "read '%s': %s", name, df_error_message());
-    return x;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -138,8 +128,8 @@ static void run_config(Backend *be, const TorchBf16Error *torch_err) {
     io.n_ctx = (size_t)io.B * io.L * io.D;
     size_t n_max = io.n_in > io.n_out ? io.n_in : io.n_out;
     float *stage = DF_MALLOC(n_max * sizeof(float), "stage");
-    float *sample = load(&f, "sample"), *t = load(&f, "timestep"), *ctx = load(&f, "encoder_hidden_states");
-    float *gout = load(&f, "grad_out");
+    float *sample = fixture_load(&f, "sample", NULL), *t = fixture_load(&f, "timestep", NULL), *ctx = fixture_load(&f, "encoder_hidden_states", NULL);
+    float *gout = fixture_load(&f, "grad_out", NULL);
     layout_nchw_to_nhwc(stage, sample, io.B, io.C, io.H, io.W);
     io.d_sample = dev_upload(be, stage, io.n_in), io.d_t = dev_upload(be, t, (size_t)io.B);
     io.d_ctx = dev_upload(be, ctx, io.n_ctx);
@@ -151,11 +141,11 @@ static void run_config(Backend *be, const TorchBf16Error *torch_err) {
 
     // 1. the fixture: diffusers in float64 is the truth, diffusers in bf16 the bar
     Result oracle = {DF_MALLOC(io.n_out * sizeof(float), "out"), DF_MALLOC(io.n_in * sizeof(float), "gs"),
-                     load(&f, "grad_encoder_hidden_states"), DF_MALLOC(total * sizeof(float), "grads")};
-    float *raw = load(&f, "out");
+                     fixture_load(&f, "grad_encoder_hidden_states", NULL), DF_MALLOC(total * sizeof(float), "grads")};
+    float *raw = fixture_load(&f, "out", NULL);
     layout_nchw_to_nhwc(oracle.out, raw, io.B, io.Co, io.H, io.W);
     free(raw);
-    raw = load(&f, "grad_sample");
+    raw = fixture_load(&f, "grad_sample", NULL);
     layout_nchw_to_nhwc(oracle.grad_sample, raw, io.B, io.C, io.H, io.W);
     free(raw);
     size_t off = 0;
@@ -163,7 +153,7 @@ static void run_config(Backend *be, const TorchBf16Error *torch_err) {
         const UNetParam *p = unet_param(m, i);
         char key[200];
         snprintf(key, sizeof key, "grad/%s", p->name);
-        raw = load(&f, key);
+        raw = fixture_load(&f, key, NULL);
         if (raw) memcpy(oracle.grads + off, raw, p->numel * sizeof(float));
         free(raw);
         off += p->numel;

@@ -12,17 +12,6 @@
 #include "safetensors.h"
 #include "unet.h"
 
-static float *load(const SafeTensorsFile *f, const char *name, size_t *numel) {
-    const SafeTensorInfo *t = safetensors_find(f, name);
-    if (!CHECK(t != NULL, "fixture has tensor '%s'", name)) return NULL;
-    size_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
-    float *x = DF_MALLOC(n * sizeof(float), name);
-    CHECK(safetensors_read_f32(f, t, x) == 0, "read '%s': %s", name, df_error_message());
-    if (numel) *numel = n;
-    return x;
-}
-
 static void run_config(Backend *be, const char *name) {
     char dir[256], io_path[300];
     snprintf(dir, sizeof dir, "tests/fixtures/unet/%s", name);
@@ -43,10 +32,10 @@ static void run_config(Backend *be, const char *name) {
     int L = (int)tc->shape[1], D = (int)tc->shape[2], Co = cfg->out_channels;
     size_t n_in = (size_t)B * C * H * W, n_out = (size_t)B * Co * H * W, n_ctx = (size_t)B * L * D;
 
-    float *sample = load(&io, "sample", NULL), *t = load(&io, "timestep", NULL);
-    float *ctx = load(&io, "encoder_hidden_states", NULL), *gout = load(&io, "grad_out", NULL);
-    float *want_out = load(&io, "out", NULL), *want_gs = load(&io, "grad_sample", NULL);
-    float *want_gc = load(&io, "grad_encoder_hidden_states", NULL);
+    float *sample = fixture_load(&io, "sample", NULL), *t = fixture_load(&io, "timestep", NULL);
+    float *ctx = fixture_load(&io, "encoder_hidden_states", NULL), *gout = fixture_load(&io, "grad_out", NULL);
+    float *want_out = fixture_load(&io, "out", NULL), *want_gs = fixture_load(&io, "grad_sample", NULL);
+    float *want_gc = fixture_load(&io, "grad_encoder_hidden_states", NULL);
     size_t n_max = n_in > n_out ? n_in : n_out;
     if (n_ctx > n_max) n_max = n_ctx;
     float *stage = DF_MALLOC(n_max * sizeof(float), "stage");
@@ -97,7 +86,7 @@ static void run_config(Backend *be, const char *name) {
         const UNetParam *p = unet_param(m, i);
         char key[200];
         snprintf(key, sizeof key, "grad/%s", p->name);
-        float *want = load(&io, key, NULL);
+        float *want = fixture_load(&io, key, NULL);
         if (!want) continue;
         float *g = DF_MALLOC(p->numel * sizeof(float), "grad");
         unet_read_param(m, p, g, true);
