@@ -3,7 +3,7 @@
 // 1. Against diffusers (tests/fixtures/unet, float64 oracle, default-style random weights). bf16 keeps 8
 //    significant bits; in these tiny nets (12–48 channels, GroupNorm over 3–12 channels) the rounding of every
 //    stored activation grows to a few percent in `out` and 10–60% in gradients — diffusers itself, run in
-//    bf16 on the same fixtures, is 1.5–3× further off (tests/fixtures/measure_torch_bf16.py; table below).
+//    bf16 on the same fixtures, is 1.1–3.7× further off (tests/fixtures/measure_torch_bf16.py; table below).
 //    The bar: each of diffurl's bf16 errors (out, grad_sample, grad_encoder_hidden_states, median and worst
 //    parameter gradient) is at most 1.25× diffusers-bf16's (the margin covers CUDA's summation orders).
 //    What this catches is wiring (a wrong buffer or a missed cast gives errors of order 1); each bf16 op is
