@@ -17,49 +17,7 @@
 #include <string.h>
 
 #include "harness.h"
-
-// layer = false: group norm over [B, HW, C] with G groups; layer = true: layer norm over [N = B·HW, C].
-typedef struct {
-    bool layer;
-    int B, HW, C, G;
-    float eps;
-} NormShape;
-
-static size_t shape_rows(const NormShape *s) { return (size_t)s->B * s->HW; }
-static size_t shape_stats(const NormShape *s) { return s->layer ? shape_rows(s) : (size_t)s->B * s->G; }
-
-static void fwd32(Backend *be, const NormShape *s, float *out, float *mean, float *rstd, const float *in,
-                  const float *gamma, const float *beta) {
-    if (s->layer) be->layer_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
-    else be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
-}
-
-static void bwd32(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                  const float *in, const float *mean, const float *rstd, const float *gamma) {
-    if (s->layer) be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
-}
-
-static void fwd16(Backend *be, const NormShape *s, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
-                  const float *gamma, const float *beta) {
-    if (s->layer) be->layer_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
-    else be->group_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
-}
-
-static void bwd16(Backend *be, const NormShape *s, uint16_t *d_in, float *d_gamma, float *d_beta,
-                  const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd, const float *gamma) {
-    if (s->layer)
-        be->layer_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else be->group_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
-}
-
-// x with a per-channel offset, so group/row means are far from zero and differ.
-static float *alloc_input(TestRng *rng, size_t rows, int C) {
-    float *x = DF_MALLOC(rows * C * sizeof(float), "norm input");
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) x[r * C + c] = (float)(1.5 * test_normal(rng) + 0.5 + 0.25 * (c % 7));
-    return x;
-}
+#include "norm_cases.h"
 
 // How many got[i] differ from f32_to_bf16(want[i]).
 static size_t bf16_mismatches(const uint16_t *got, const float *want, size_t n) {
@@ -76,7 +34,7 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
 
-    float *x32 = alloc_input(rng, shape_rows(&s), s.C);  // [rows, C] unrounded
+    float *x32 = norm_alloc_input(rng, shape_rows(&s), s.C);  // [rows, C] unrounded
     float *dy32 = test_alloc_normal(rng, n, 1.0f);       // [rows, C] unrounded
     uint16_t *x16 = bf16_round_new(x32, n), *dy16 = bf16_round_new(dy32, n);
     float *xw = bf16_widen_new(x16, n), *dyw = bf16_widen_new(dy16, n);  // the bf16 values, widened
@@ -89,16 +47,16 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     // ---- forward
     uint16_t *out16 = host_poison_bf16(n);
     float *mean = host_poison(ns), *rstd = host_poison(ns);
-    fwd16(cpu, &s, out16, mean, rstd, x16, gam, bet);
+    norm_forward_bf16(cpu, &s, out16, mean, rstd, x16, gam, bet);
     float *out_w = host_poison(n), *mean_w = host_poison(ns), *rstd_w = host_poison(ns);
-    fwd32(cpu, &s, out_w, mean_w, rstd_w, xw, gam, bet);
+    norm_forward(cpu, &s, out_w, mean_w, rstd_w, xw, gam, bet);
     size_t bad = bf16_mismatches(out16, out_w, n);
     CHECK(bad == 0, "%s: forward: %zu of %zu elements differ from bf16(fp32 op on the widened input)", tag, bad, n);
     CHECK(bitwise_equal(mean, mean_w, ns * 4) && bitwise_equal(rstd, rstd_w, ns * 4),
           "%s: mean/rstd equal the fp32 op's bit for bit", tag);
 
     float *out_u = host_poison(n), *mean_u = host_poison(ns), *rstd_u = host_poison(ns);
-    fwd32(cpu, &s, out_u, mean_u, rstd_u, x32, gam, bet);
+    norm_forward(cpu, &s, out_u, mean_u, rstd_u, x32, gam, bet);
     float *out16w = bf16_widen_new(out16, n);
     check_named(tag, "out vs fp32 op on the unrounded input", out16w, out_u, n, TOL_BF16);
     check_named(tag, "mean vs fp32 op on the unrounded input", mean, mean_u, ns, TOL_BF16);
@@ -107,16 +65,16 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     // ---- backward
     uint16_t *dx16 = host_poison_bf16(n);
     float *dg = test_alloc_copy(dg0, C), *db = test_alloc_copy(db0, C);
-    bwd16(cpu, &s, dx16, dg, db, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, dx16, dg, db, dy16, x16, mean, rstd, gam);
     float *dx_w = host_poison(n), *dg_w = test_alloc_copy(dg0, C), *db_w = test_alloc_copy(db0, C);
-    bwd32(cpu, &s, dx_w, dg_w, db_w, dyw, xw, mean_w, rstd_w, gam);
+    norm_backward(cpu, &s, dx_w, dg_w, db_w, dyw, xw, mean_w, rstd_w, gam);
     bad = bf16_mismatches(dx16, dx_w, n);
     CHECK(bad == 0, "%s: d_in: %zu of %zu elements differ from bf16(fp32 op on the widened inputs)", tag, bad, n);
     CHECK(bitwise_equal(dg, dg_w, C * 4) && bitwise_equal(db, db_w, C * 4),
           "%s: d_gamma/d_beta (+= onto the pre-fill) equal the fp32 op's bit for bit", tag);
 
     float *dx_u = host_poison(n), *dg_u = test_alloc_copy(dg0, C), *db_u = test_alloc_copy(db0, C);
-    bwd32(cpu, &s, dx_u, dg_u, db_u, dy32, x32, mean_u, rstd_u, gam);
+    norm_backward(cpu, &s, dx_u, dg_u, db_u, dy32, x32, mean_u, rstd_u, gam);
     float *dx16w = bf16_widen_new(dx16, n);
     check_named(tag, "d_in vs fp32 op on the unrounded inputs", dx16w, dx_u, n, TOL_BF16);
     // Norm-wise over channels: with very few channels one random-sign column sum can cancel far below the
@@ -128,31 +86,31 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
 
     // A second backward (parameter gradients only) adds the increment again.
     float *dg2 = test_alloc_copy(dg, C), *db2 = test_alloc_copy(db, C);
-    bwd16(cpu, &s, NULL, dg2, db2, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, NULL, dg2, db2, dy16, x16, mean, rstd, gam);
     check_accumulated_twice(tag, "d_gamma accumulates twice", dg2, dg, dg0, C, TOL_F32);
     check_accumulated_twice(tag, "d_beta accumulates twice", db2, db, db0, C, TOL_F32);
 
     // NULL gradients: each alone gives the full call's values; the skipped ones are untouched.
     uint16_t *dx_only = host_poison_bf16(n);
     float *dg_only = test_alloc_copy(dg0, C), *db_only = test_alloc_copy(db0, C);
-    bwd16(cpu, &s, dx_only, NULL, NULL, dy16, x16, mean, rstd, gam);
-    bwd16(cpu, &s, NULL, dg_only, NULL, dy16, x16, mean, rstd, gam);
-    bwd16(cpu, &s, NULL, NULL, db_only, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, dx_only, NULL, NULL, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, NULL, dg_only, NULL, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, NULL, NULL, db_only, dy16, x16, mean, rstd, gam);
     CHECK(bitwise_equal(dx_only, dx16, n * 2) && bitwise_equal(dg_only, dg, C * 4) && bitwise_equal(db_only, db, C * 4),
           "%s: d_in alone, d_gamma alone, d_beta alone equal the full call", tag);
-    bwd16(cpu, &s, NULL, NULL, NULL, dy16, x16, mean, rstd, gam);  // nothing requested: nothing to do
+    norm_backward_bf16(cpu, &s, NULL, NULL, NULL, dy16, x16, mean, rstd, gam);  // nothing requested: nothing to do
 
     // Aliasing: forward in place (out == in), backward with d_in == d_out.
     uint16_t *io = DF_MALLOC(n * 2, "in place");
     memcpy(io, x16, n * 2);
     float *mean_io = host_poison(ns), *rstd_io = host_poison(ns);
-    fwd16(cpu, &s, io, mean_io, rstd_io, io, gam, bet);
+    norm_forward_bf16(cpu, &s, io, mean_io, rstd_io, io, gam, bet);
     CHECK(bitwise_equal(io, out16, n * 2) && bitwise_equal(mean_io, mean, ns * 4) &&
               bitwise_equal(rstd_io, rstd, ns * 4),
           "%s: forward with out == in equals the out-of-place result", tag);
     memcpy(io, dy16, n * 2);
     float *dg_io = test_alloc_copy(dg0, C), *db_io = test_alloc_copy(db0, C);
-    bwd16(cpu, &s, io, dg_io, db_io, io, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, io, dg_io, db_io, io, x16, mean, rstd, gam);
     CHECK(bitwise_equal(io, dx16, n * 2) && bitwise_equal(dg_io, dg, C * 4) && bitwise_equal(db_io, db, C * 4),
           "%s: backward with d_in == d_out equals the separate-buffer result", tag);
 
@@ -169,7 +127,7 @@ static void test_threads(TestRng *rng) {
     for (int k = 0; k < 2; k++) {
         const NormShape s = shapes[k];
         const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
-        float *x32 = alloc_input(rng, shape_rows(&s), s.C), *dy32 = test_alloc_normal(rng, n, 1.0f);
+        float *x32 = norm_alloc_input(rng, shape_rows(&s), s.C), *dy32 = test_alloc_normal(rng, n, 1.0f);
         uint16_t *x16 = bf16_round_new(x32, n), *dy16 = bf16_round_new(dy32, n);
         float *gamma = test_alloc_normal(rng, C, 1.0f), *beta = test_alloc_normal(rng, C, 1.0f);
         uint16_t *out[2], *dx[2];
@@ -180,8 +138,8 @@ static void test_threads(TestRng *rng) {
             out[t] = host_poison_bf16(n), dx[t] = host_poison_bf16(n);
             mean[t] = host_poison(ns), rstd[t] = host_poison(ns);
             dg[t] = DF_CALLOC(C, sizeof(float), "dg"), db[t] = DF_CALLOC(C, sizeof(float), "db");
-            fwd16(be, &s, out[t], mean[t], rstd[t], x16, gamma, beta);
-            bwd16(be, &s, dx[t], dg[t], db[t], dy16, x16, mean[t], rstd[t], gamma);
+            norm_forward_bf16(be, &s, out[t], mean[t], rstd[t], x16, gamma, beta);
+            norm_backward_bf16(be, &s, dx[t], dg[t], db[t], dy16, x16, mean[t], rstd[t], gamma);
             backend_destroy(be);
         }
         CHECK(bitwise_equal(out[0], out[1], n * 2) && bitwise_equal(mean[0], mean[1], ns * 4) &&

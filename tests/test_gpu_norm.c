@@ -8,42 +8,9 @@
 // d_out; NULL gamma/beta (identity affine); and central finite differences of the device forward
 // confirm the device backward on small shapes.
 #include "harness.h"
-
-// ---- helpers -------------------------------------------------------------------------------------------
-
-// x with a per-channel offset, so group/row means are far from zero and differ.
-static float *alloc_input(TestRng *rng, size_t rows, int C) {
-    float *x = DF_MALLOC(rows * C * sizeof(float), "norm input");
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) x[r * C + c] = (float)(1.5 * test_normal(rng) + 0.5 + 0.25 * (c % 7));
-    return x;
-}
+#include "norm_cases.h"
 
 // ---- one shape of either norm --------------------------------------------------------------------------
-
-// layer = false: group norm over [B, HW, C] with G groups; layer = true: layer norm over [N = B·HW, C]
-// (G ignored). stats = B·G (group) or N (layer).
-typedef struct {
-    bool layer;
-    int B, HW, C, G;
-    float eps;
-} NormShape;
-
-static size_t shape_rows(const NormShape *s) { return (size_t)s->B * s->HW; }
-static size_t shape_stats(const NormShape *s) { return s->layer ? shape_rows(s) : (size_t)s->B * s->G; }
-
-static void run_forward(Backend *be, const NormShape *s, float *out, float *mean, float *rstd, const float *in,
-                        const float *gamma, const float *beta) {
-    if (s->layer) be->layer_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
-    else be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
-}
-
-static void run_backward(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta,
-                         const float *d_out, const float *in, const float *mean, const float *rstd,
-                         const float *gamma) {
-    if (s->layer) be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
-}
 
 static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, bool affine) {
     char tag[128];
@@ -52,7 +19,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
                   affine ? "" : " no-affine");
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
-    float *x = alloc_input(rng, shape_rows(&s), s.C);            // [rows, C]
+    float *x = norm_alloc_input(rng, shape_rows(&s), s.C);       // [rows, C]
     float *gamma = test_alloc_normal(rng, C, 0.5f);              // [C]
     for (size_t c = 0; c < C; c++) gamma[c] += 1.0f;
     float *beta = test_alloc_normal(rng, C, 0.5f);               // [C]
@@ -63,16 +30,16 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     // CPU reference.
     float *out_c = host_poison(n), *mean_c = host_poison(ns), *rstd_c = host_poison(ns), *dx_c = host_poison(n);
     float *dg_c = test_alloc_copy(dg0, C), *db_c = test_alloc_copy(db0, C);
-    run_forward(cpu, &s, out_c, mean_c, rstd_c, x, gam, bet);
-    run_backward(cpu, &s, dx_c, dg_c, db_c, dy, x, mean_c, rstd_c, gam);
+    norm_forward(cpu, &s, out_c, mean_c, rstd_c, x, gam, bet);
+    norm_backward(cpu, &s, dx_c, dg_c, db_c, dy, x, mean_c, rstd_c, gam);
 
     // CUDA.
     float *g_x = dev_upload(gpu, x, n), *g_dy = dev_upload(gpu, dy, n);
     float *g_gamma = affine ? dev_upload(gpu, gamma, C) : NULL, *g_beta = affine ? dev_upload(gpu, beta, C) : NULL;
     float *g_out = dev_poison(gpu, n), *g_mean = dev_poison(gpu, ns), *g_rstd = dev_poison(gpu, ns);
     float *g_dx = dev_poison(gpu, n), *g_dg = dev_upload(gpu, dg0, C), *g_db = dev_upload(gpu, db0, C);
-    run_forward(gpu, &s, g_out, g_mean, g_rstd, g_x, g_gamma, g_beta);
-    run_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_forward(gpu, &s, g_out, g_mean, g_rstd, g_x, g_gamma, g_beta);
+    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
     float *out_g = dev_download_new(gpu, g_out, n), *mean_g = dev_download_new(gpu, g_mean, ns);
     float *rstd_g = dev_download_new(gpu, g_rstd, ns), *dx_g = dev_download_new(gpu, g_dx, n);
     float *dg_g = dev_download_new(gpu, g_dg, C), *db_g = dev_download_new(gpu, g_db, C);
@@ -90,8 +57,8 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     // Determinism: a second run into fresh (poisoned / re-prefilled) buffers is bitwise equal.
     float *g_out2 = dev_poison(gpu, n), *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
     float *g_dx2 = dev_poison(gpu, n), *g_dg2 = dev_upload(gpu, dg0, C), *g_db2 = dev_upload(gpu, db0, C);
-    run_forward(gpu, &s, g_out2, g_mean2, g_rstd2, g_x, g_gamma, g_beta);
-    run_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma);
+    norm_forward(gpu, &s, g_out2, g_mean2, g_rstd2, g_x, g_gamma, g_beta);
+    norm_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma);
     float *out_g2 = dev_download_new(gpu, g_out2, n), *mean_g2 = dev_download_new(gpu, g_mean2, ns);
     float *rstd_g2 = dev_download_new(gpu, g_rstd2, ns), *dx_g2 = dev_download_new(gpu, g_dx2, n);
     float *dg_g2 = dev_download_new(gpu, g_dg2, C), *db_g2 = dev_download_new(gpu, g_db2, C);
@@ -101,16 +68,16 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
           "%s: two CUDA runs are bitwise equal", tag);
 
     // Accumulation: a second backward (parameter gradients only) adds the increment again.
-    run_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
     float *dg_g3 = dev_download_new(gpu, g_dg, C), *db_g3 = dev_download_new(gpu, g_db, C);
     check_accumulated_twice(tag, "d_gamma accumulates twice", dg_g3, dg_g, dg0, C, TOL_F32);
     check_accumulated_twice(tag, "d_beta accumulates twice", db_g3, db_g, db0, C, TOL_F32);
 
     // NULL gradient pointers: d_in alone, d_beta alone, d_gamma alone give the full call's values.
     float *g_dx4 = dev_poison(gpu, n), *g_db4 = dev_upload(gpu, db0, C), *g_dg4 = dev_upload(gpu, dg0, C);
-    run_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    run_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    run_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
     float *dx_g4 = dev_download_new(gpu, g_dx4, n), *db_g4 = dev_download_new(gpu, g_db4, C);
     float *dg_g4 = dev_download_new(gpu, g_dg4, C);
     CHECK(bitwise_equal(dx_g4, dx_g, n * 4), "%s: d_in alone equals the full call", tag);
@@ -119,11 +86,11 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
 
     // Aliasing: forward in place (out = in), backward with d_in = d_out.
     float *g_inplace = dev_upload(gpu, x, n), *g_mean5 = dev_poison(gpu, ns), *g_rstd5 = dev_poison(gpu, ns);
-    run_forward(gpu, &s, g_inplace, g_mean5, g_rstd5, g_inplace, g_gamma, g_beta);
+    norm_forward(gpu, &s, g_inplace, g_mean5, g_rstd5, g_inplace, g_gamma, g_beta);
     float *inplace_g = dev_download_new(gpu, g_inplace, n);
     CHECK(bitwise_equal(inplace_g, out_g, n * 4), "%s: forward with out == in equals the out-of-place result", tag);
     float *g_dyx = dev_upload(gpu, dy, n), *g_dg5 = dev_upload(gpu, dg0, C), *g_db5 = dev_upload(gpu, db0, C);
-    run_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma);
     float *dyx_g = dev_download_new(gpu, g_dyx, n), *dg_g5 = dev_download_new(gpu, g_dg5, C);
     float *db_g5 = dev_download_new(gpu, g_db5, C);
     CHECK(bitwise_equal(dyx_g, dx_g, n * 4) && bitwise_equal(dg_g5, dg_g, C * 4) && bitwise_equal(db_g5, db_g, C * 4),
@@ -156,7 +123,7 @@ static double fd_loss(void *p) {
     c->gpu->upload(c->gpu, c->g_x, c->x, n * sizeof(float));
     c->gpu->upload(c->gpu, c->g_gamma, c->gamma, (size_t)c->s.C * sizeof(float));
     c->gpu->upload(c->gpu, c->g_beta, c->beta, (size_t)c->s.C * sizeof(float));
-    run_forward(c->gpu, &c->s, c->g_out, c->g_mean, c->g_rstd, c->g_x, c->g_gamma, c->g_beta);
+    norm_forward(c->gpu, &c->s, c->g_out, c->g_mean, c->g_rstd, c->g_x, c->g_gamma, c->g_beta);
     dev_download(c->gpu, c->out, c->g_out, n);
     return dot_f64(c->out, c->w, n);
 }
@@ -167,7 +134,7 @@ static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
     else snprintf(tag, sizeof tag, "group_norm B=%d HW=%d C=%d G=%d", s.B, s.HW, s.C, s.G);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
     FdCtx c = {.gpu = gpu, .s = s};
-    c.x = alloc_input(rng, shape_rows(&s), s.C);
+    c.x = norm_alloc_input(rng, shape_rows(&s), s.C);
     c.gamma = test_alloc_normal(rng, C, 0.5f);
     for (size_t i = 0; i < C; i++) c.gamma[i] += 1.0f;
     c.beta = test_alloc_normal(rng, C, 0.5f);
@@ -184,8 +151,8 @@ static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
     float *zeros = DF_CALLOC(C, sizeof(float), "zeros");
     float *g_w = dev_upload(gpu, c.w, n), *g_dx = dev_poison(gpu, n);
     float *g_dg = dev_upload(gpu, zeros, C), *g_db = dev_upload(gpu, zeros, C);
-    run_forward(gpu, &s, c.g_out, c.g_mean, c.g_rstd, c.g_x, c.g_gamma, c.g_beta);
-    run_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma);
+    norm_forward(gpu, &s, c.g_out, c.g_mean, c.g_rstd, c.g_x, c.g_gamma, c.g_beta);
+    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma);
     float *dx = dev_download_new(gpu, g_dx, n), *dg = dev_download_new(gpu, g_dg, C);
     float *db = dev_download_new(gpu, g_db, C);
 

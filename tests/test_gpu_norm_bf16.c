@@ -17,36 +17,7 @@
 #include <string.h>
 
 #include "harness.h"
-
-typedef struct {
-    bool layer;  // layer norm over [N = B·HW, C] (G ignored) instead of group norm over [B, HW, C]
-    int B, HW, C, G;
-    float eps;
-} NormShape;
-
-static size_t shape_rows(const NormShape *s) { return (size_t)s->B * s->HW; }
-static size_t shape_stats(const NormShape *s) { return s->layer ? shape_rows(s) : (size_t)s->B * s->G; }
-
-static void fwd16(Backend *be, const NormShape *s, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
-                  const float *gamma, const float *beta) {
-    if (s->layer) be->layer_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
-    else be->group_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
-}
-
-static void bwd16(Backend *be, const NormShape *s, uint16_t *d_in, float *d_gamma, float *d_beta,
-                  const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd, const float *gamma) {
-    if (s->layer)
-        be->layer_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else be->group_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
-}
-
-// x with a per-channel offset, so group/row means are far from zero and differ.
-static float *alloc_input(TestRng *rng, size_t rows, int C) {
-    float *x = DF_MALLOC(rows * C * sizeof(float), "norm input");
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) x[r * C + c] = (float)(1.5 * test_normal(rng) + 0.5 + 0.25 * (c % 7));
-    return x;
-}
+#include "norm_cases.h"
 
 // got vs want (bf16 bits): ‖a−b‖/‖b‖ < 1e-2 widened, and no element more than one bf16 step apart.
 static void check_bf16(const char *tag, const char *name, const uint16_t *got, const uint16_t *want, size_t n) {
@@ -86,8 +57,8 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
     DevBf16 out = dev_bf16_at(gpu, NULL, n, out_off), dx = dev_bf16_at(gpu, NULL, n, out_off);
     float *g_mean = dev_poison(gpu, ns), *g_rstd = dev_poison(gpu, ns);
     float *g_dg = dev_upload(gpu, k->dg0, C), *g_db = dev_upload(gpu, k->db0, C);
-    fwd16(gpu, s, out.p, g_mean, g_rstd, x.p, k->g_gamma, k->g_beta);
-    bwd16(gpu, s, dx.p, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+    norm_forward_bf16(gpu, s, out.p, g_mean, g_rstd, x.p, k->g_gamma, k->g_beta);
+    norm_backward_bf16(gpu, s, dx.p, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
     uint16_t *out_g = dev_download_bf16_new(gpu, out.p, n), *dx_g = dev_download_bf16_new(gpu, dx.p, n);
     float *mean_g = dev_download_new(gpu, g_mean, ns), *rstd_g = dev_download_new(gpu, g_rstd, ns);
     float *dg_g = dev_download_new(gpu, g_dg, C), *db_g = dev_download_new(gpu, g_db, C);
@@ -106,8 +77,8 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         DevBf16 out2 = dev_bf16_at(gpu, NULL, n, 0), dx2 = dev_bf16_at(gpu, NULL, n, 0);
         float *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
         float *g_dg2 = dev_upload(gpu, k->dg0, C), *g_db2 = dev_upload(gpu, k->db0, C);
-        fwd16(gpu, s, out2.p, g_mean2, g_rstd2, x.p, k->g_gamma, k->g_beta);
-        bwd16(gpu, s, dx2.p, g_dg2, g_db2, dy.p, x.p, g_mean2, g_rstd2, k->g_gamma);
+        norm_forward_bf16(gpu, s, out2.p, g_mean2, g_rstd2, x.p, k->g_gamma, k->g_beta);
+        norm_backward_bf16(gpu, s, dx2.p, g_dg2, g_db2, dy.p, x.p, g_mean2, g_rstd2, k->g_gamma);
         uint16_t *out_g2 = dev_download_bf16_new(gpu, out2.p, n), *dx_g2 = dev_download_bf16_new(gpu, dx2.p, n);
         float *mean_g2 = dev_download_new(gpu, g_mean2, ns), *rstd_g2 = dev_download_new(gpu, g_rstd2, ns);
         float *dg_g2 = dev_download_new(gpu, g_dg2, C), *db_g2 = dev_download_new(gpu, g_db2, C);
@@ -117,7 +88,7 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
               "%s: two CUDA runs are bitwise equal", tag);
 
         // Accumulation: a second backward (parameter gradients only) adds the increment again.
-        bwd16(gpu, s, NULL, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, NULL, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
         float *dg_g3 = dev_download_new(gpu, g_dg, C), *db_g3 = dev_download_new(gpu, g_db, C);
         check_accumulated_twice(tag, "d_gamma accumulates twice", dg_g3, dg_g, k->dg0, C, TOL_F32);
         check_accumulated_twice(tag, "d_beta accumulates twice", db_g3, db_g, k->db0, C, TOL_F32);
@@ -125,9 +96,9 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         // NULL gradient pointers: d_in alone, d_gamma alone, d_beta alone give the full call's values.
         DevBf16 dx4 = dev_bf16_at(gpu, NULL, n, 0);
         float *g_dg4 = dev_upload(gpu, k->dg0, C), *g_db4 = dev_upload(gpu, k->db0, C);
-        bwd16(gpu, s, dx4.p, NULL, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
-        bwd16(gpu, s, NULL, g_dg4, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
-        bwd16(gpu, s, NULL, NULL, g_db4, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, dx4.p, NULL, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, NULL, g_dg4, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, NULL, NULL, g_db4, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
         uint16_t *dx_g4 = dev_download_bf16_new(gpu, dx4.p, n);
         float *dg_g4 = dev_download_new(gpu, g_dg4, C), *db_g4 = dev_download_new(gpu, g_db4, C);
         CHECK(bitwise_equal(dx_g4, dx_g, n * 2), "%s: d_in alone equals the full call", tag);
@@ -137,12 +108,12 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         // Aliasing: forward in place (out == in), backward with d_in == d_out.
         DevBf16 io = dev_bf16_at(gpu, k->x16, n, 0);
         float *g_mean5 = dev_poison(gpu, ns), *g_rstd5 = dev_poison(gpu, ns);
-        fwd16(gpu, s, io.p, g_mean5, g_rstd5, io.p, k->g_gamma, k->g_beta);
+        norm_forward_bf16(gpu, s, io.p, g_mean5, g_rstd5, io.p, k->g_gamma, k->g_beta);
         uint16_t *io_g = dev_download_bf16_new(gpu, io.p, n);
         CHECK(bitwise_equal(io_g, out_g, n * 2), "%s: forward with out == in equals the out-of-place result", tag);
         gpu->upload(gpu, io.p, k->dy16, n * 2);
         float *g_dg5 = dev_upload(gpu, k->dg0, C), *g_db5 = dev_upload(gpu, k->db0, C);
-        bwd16(gpu, s, io.p, g_dg5, g_db5, io.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, io.p, g_dg5, g_db5, io.p, x.p, g_mean, g_rstd, k->g_gamma);
         uint16_t *io_g2 = dev_download_bf16_new(gpu, io.p, n);
         float *dg_g5 = dev_download_new(gpu, g_dg5, C), *db_g5 = dev_download_new(gpu, g_db5, C);
         CHECK(bitwise_equal(io_g2, dx_g, n * 2) && bitwise_equal(dg_g5, dg_g, C * 4) &&
@@ -171,7 +142,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
                   affine ? "" : " no-affine");
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
-    float *x32 = alloc_input(rng, shape_rows(&s), s.C), *dy32 = test_alloc_normal(rng, n, 1.0f);
+    float *x32 = norm_alloc_input(rng, shape_rows(&s), s.C), *dy32 = test_alloc_normal(rng, n, 1.0f);
     uint16_t *x16 = bf16_round_new(x32, n), *dy16 = bf16_round_new(dy32, n);  // [rows, C]
     float *gamma = test_alloc_normal(rng, C, 0.5f);                           // [C]
     for (size_t c = 0; c < C; c++) gamma[c] += 1.0f;
@@ -183,8 +154,8 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     uint16_t *out_c = host_poison_bf16(n), *dx_c = host_poison_bf16(n);
     float *mean_c = host_poison(ns), *rstd_c = host_poison(ns);
     float *dg_c = test_alloc_copy(dg0, C), *db_c = test_alloc_copy(db0, C);
-    fwd16(cpu, &s, out_c, mean_c, rstd_c, x16, gam, bet);
-    bwd16(cpu, &s, dx_c, dg_c, db_c, dy16, x16, mean_c, rstd_c, gam);
+    norm_forward_bf16(cpu, &s, out_c, mean_c, rstd_c, x16, gam, bet);
+    norm_backward_bf16(cpu, &s, dx_c, dg_c, db_c, dy16, x16, mean_c, rstd_c, gam);
 
     float *g_gamma = affine ? dev_upload(gpu, gamma, C) : NULL, *g_beta = affine ? dev_upload(gpu, beta, C) : NULL;
     const Case k = {&s,      n,      ns,    C,    x16,    dy16,   dg0,  db0,

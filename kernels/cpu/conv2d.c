@@ -215,25 +215,10 @@ void cpu_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in,
     const size_t n_in = (size_t)s->B * s->H * s->W * s->C_in;
     const size_t n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
     const size_t n_out = (size_t)s->B * Ho * Wo * s->C_out;
-    // One scratch block: d_out_f [B, Ho, Wo, Cout] | in_f [B, H, W, Cin] (d_weight) | w_f [Cout, KH, KW, Cin] (d_in)
-    // | d_in_f [B, H, W, Cin] (d_in)
-    const size_t n_scratch = n_out + (d_weight ? n_in : 0) + (d_in ? n_w + n_in : 0);
-    float *scratch = DF_MALLOC(n_scratch * sizeof(float), "conv2d_backward_bf16 scratch");
-    float *d_out_f = scratch, *next = scratch + n_out;
-    float *in_f = NULL, *w_f = NULL, *d_in_f = NULL;
-    if (d_weight) {
-        in_f = next;
-        next += n_in;
-    }
-    if (d_in) {
-        w_f = next;
-        d_in_f = next + n_w;
-    }
-    cpu_cast_bf16_to_f32(be, d_out_f, d_out, n_out);
-    if (in_f) cpu_cast_bf16_to_f32(be, in_f, in, n_in);
-    if (w_f) cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
+    Bf16BackwardOperands f = cpu_widen_backward_operands(be, d_out, n_out, in, n_in, d_weight != NULL, weight, n_w,
+                                                         d_in != NULL);
     // fp32 backward on the widened operands; d_weight / d_bias accumulate directly into the caller's fp32 buffers.
-    cpu_conv2d_backward(be, s, d_in_f, d_weight, d_bias, d_out_f, in_f, w_f);
-    if (d_in) cpu_cast_f32_to_bf16(be, d_in, d_in_f, n_in);  // round to nearest even, once
-    free(scratch);
+    cpu_conv2d_backward(be, s, f.d_in, d_weight, d_bias, f.d_out, f.in, f.weight);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, f.d_in, n_in);  // round to nearest even, once
+    free(f.block);
 }

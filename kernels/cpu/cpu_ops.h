@@ -12,6 +12,16 @@ int cpu_backend_threads(const Backend *be);
 // order in double and added once, so the result is independent of the thread count. Defined in linear.c.
 void cpu_column_sum_accumulate(float *acc, const float *x, size_t rows, int cols);
 
+// The fp32 operands of a bf16 matrix-op backward (linear, conv2d), widened into one allocation (free .block):
+// d_out always; in when the weight gradient is wanted; weight, and room for the fp32 d_in, when the input
+// gradient is. Unwanted ones are NULL. Defined in cast.c.
+typedef struct {
+    float *block, *d_out, *in, *weight, *d_in;
+} Bf16BackwardOperands;
+Bf16BackwardOperands cpu_widen_backward_operands(Backend *be, const uint16_t *d_out, size_t n_out, const uint16_t *in,
+                                                 size_t n_in, bool want_d_weight, const uint16_t *weight, size_t n_w,
+                                                 bool want_d_in);
+
 // conv2d.c
 Conv2dForwardFn cpu_conv2d_forward;
 Conv2dBackwardFn cpu_conv2d_backward;

@@ -99,24 +99,10 @@ void cpu_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_weight, floa
     const bool want_dw = d_weight && n_w > 0 && M > 0;       // reads d_out and in
     const bool want_db = d_bias && N > 0 && M > 0;           // reads d_out
     if (!want_din && !want_dw && !want_db) return;
-    // One scratch block: d_out_f [M,N] | in_f [M,K] (d_weight) | w_f [N,K] (d_in) | d_in_f [M,K] (d_in)
-    const size_t n_scratch = n_out + (want_dw ? n_in : 0) + (want_din ? n_w + n_in : 0);
-    float *scratch = DF_MALLOC(n_scratch * sizeof(float), "linear_backward_bf16 scratch");
-    float *d_out_f = scratch, *next = scratch + n_out;
-    float *in_f = NULL, *w_f = NULL, *d_in_f = NULL;
-    if (want_dw) {
-        in_f = next;
-        next += n_in;
-    }
-    if (want_din) {
-        w_f = next;
-        d_in_f = next + n_w;
-    }
-    cpu_cast_bf16_to_f32(be, d_out_f, d_out, n_out);
-    if (in_f) cpu_cast_bf16_to_f32(be, in_f, in, n_in);
-    if (w_f) cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
+    Bf16BackwardOperands f = cpu_widen_backward_operands(be, d_out, n_out, in, n_in, want_dw, weight, n_w, want_din);
     // fp32 backward on the widened operands; d_weight / d_bias accumulate directly into the caller's fp32 buffers.
-    cpu_linear_backward(be, d_in_f, want_dw ? d_weight : NULL, want_db ? d_bias : NULL, d_out_f, in_f, w_f, M, K, N);
-    if (want_din) cpu_cast_f32_to_bf16(be, d_in, d_in_f, n_in);  // round to nearest even, once
-    free(scratch);
+    cpu_linear_backward(be, f.d_in, want_dw ? d_weight : NULL, want_db ? d_bias : NULL, f.d_out, f.in, f.weight, M, K,
+                        N);
+    if (want_din) cpu_cast_f32_to_bf16(be, d_in, f.d_in, n_in);  // round to nearest even, once
+    free(f.block);
 }
