@@ -10,15 +10,8 @@
 //  - two CUDA runs into fresh buffers are bitwise equal, and a repeated shape (cached plan) still matches.
 // Also prints the time of the 2×64×64 320→320 3×3 layer (not a check: timings vary).
 #include <string.h>
-#include <time.h>
 
 #include "harness.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool with_bias, bool timed) {
     char tag[128];
@@ -74,10 +67,10 @@ static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape
         const int iters = 50;
         for (int i = 0; i < 3; i++) gpu->conv2d_forward_bf16(gpu, &s, g_out2, g_in, g_w, g_bias_arg);
         gpu->synchronize(gpu);
-        double t0 = now_seconds();
+        double t0 = df_time_seconds();
         for (int i = 0; i < iters; i++) gpu->conv2d_forward_bf16(gpu, &s, g_out2, g_in, g_w, g_bias_arg);
         gpu->synchronize(gpu);
-        double dt = (now_seconds() - t0) / iters;
+        double dt = (df_time_seconds() - t0) / iters;
         double flops = 2.0 * (double)n_out * s.KH * s.KW * s.C_in;
         printf("  timing: %.1f us per call, %.1f TFLOP/s (%.0f%% of ~790 TFLOP/s dense bf16)\n", dt * 1e6,
                flops / dt * 1e-12, 100.0 * flops / dt / 790e12);

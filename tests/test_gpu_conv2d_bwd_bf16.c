@@ -14,15 +14,8 @@
 //    give bitwise the full call's results.
 // Also prints the time of the 2×64×64 320→320 3×3 backward (not a check: timings vary).
 #include <string.h>
-#include <time.h>
 
 #include "harness.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void test_conv_bwd_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool timed) {
     char tag[128];
@@ -104,10 +97,10 @@ static void test_conv_bwd_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dS
         const int iters = 20;
         for (int i = 0; i < 3; i++) gpu->conv2d_backward_bf16(gpu, &s, g_din2, g_dw2, g_db2, g_dout, g_in, g_w);
         gpu->synchronize(gpu);
-        double t0 = now_seconds();
+        double t0 = df_time_seconds();
         for (int i = 0; i < iters; i++) gpu->conv2d_backward_bf16(gpu, &s, g_din2, g_dw2, g_db2, g_dout, g_in, g_w);
         gpu->synchronize(gpu);
-        double dt = (now_seconds() - t0) / iters;
+        double dt = (df_time_seconds() - t0) / iters;
         double flops = 2.0 * 2.0 * (double)n_out * s.KH * s.KW * s.C_in;  // d_in + d_weight
         printf("  timing: %.1f us per backward (d_in + d_weight + d_bias), %.1f TFLOP/s\n", dt * 1e6,
                flops / dt * 1e-12);
