@@ -74,6 +74,11 @@ if [ $quick -eq 0 ]; then
   log "op benchmarks (cuda, sd preset)"
   ./build-gpu/diffurl bench ops --device cuda --json "$OUT/bench_ops_cuda.json" >"$OUT/bench_ops_cuda.txt" 2>&1
   bench_rc=$?
+  log "bf16 attention on the other device paths (FFMA fused kernels, cuBLAS) for the tensor-core comparison"
+  for path in fma gemm; do
+    DIFFURL_CUDA_ATTENTION=$path ./build-gpu/diffurl bench ops --device cuda --filter attn \
+        >"$OUT/bench_attn_$path.txt" 2>&1 || bench_rc=$?
+  done
   log "UNet and sampling benchmarks (cuda, SD-1.5 config, fp32)"
   ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 2 --res 64 --device cuda --iters 5 \
       >"$OUT/bench_unet_sd15.txt" 2>&1 || bench_rc=$?
@@ -95,6 +100,7 @@ if [ $quick -eq 0 ]; then
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc  bench rc=$bench_rc"
   grep -E "tests passed" "$OUT/ctest_gpu.log" "$OUT/ctest_cpu.log"
   tail -60 "$OUT/bench_ops_cuda.txt"
+  for path in fma gemm; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
   grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
   [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
 else

@@ -101,6 +101,7 @@ static void pool_release(Pool *pool) {
 typedef struct {
     float *a, *b, *c, *d, *e, *f, *g, *h;
     uint16_t *ha, *hb, *hc;
+    uint16_t *hq, *hk, *hv, *ho, *hdo, *hdq, *hdk, *hdv;  // bf16 attention
     Conv2dShape conv;
     AttentionShape attn;
     int M, K, N, B, R, C, G, F;
@@ -131,6 +132,14 @@ static void run_attn_fwd(Backend *be, void *p) { Args *x = p; be->attention_forw
 static void run_attn_bwd(Backend *be, void *p) {
     Args *x = p;
     be->attention_backward(be, &x->attn, x->f, x->g, x->h, x->d, x->a, x->b, x->c, x->d, x->e, 0.125f);
+}
+static void run_attn_bf16_fwd(Backend *be, void *p) {
+    Args *x = p;
+    be->attention_forward_bf16(be, &x->attn, x->ho, x->e, x->hq, x->hk, x->hv, 0.125f);
+}
+static void run_attn_bf16_bwd(Backend *be, void *p) {
+    Args *x = p;
+    be->attention_backward_bf16(be, &x->attn, x->hdq, x->hdk, x->hdv, x->hdo, x->hq, x->hk, x->hv, x->ho, x->e, 0.125f);
 }
 static void run_gn_fwd(Backend *be, void *p) {
     Args *x = p;
@@ -324,7 +333,8 @@ static void bench_suite(Bench *b, const Preset *p) {
 
     // attention: self (HW tokens) and cross (77 context tokens)
     int lks[2] = {HW, p->Lctx};
-    const char *attn_names[2][2] = {{"attn_self.fwd", "attn_self.bwd"}, {"attn_cross.fwd", "attn_cross.bwd"}};
+    const char *attn_names[2][4] = {{"attn_self.fwd", "attn_self.bwd", "attn_self_bf16.fwd", "attn_self_bf16.bwd"},
+                                    {"attn_cross.fwd", "attn_cross.bwd", "attn_cross_bf16.fwd", "attn_cross_bf16.bwd"}};
     for (int i = 0; i < 2; i++) {
         int HD = p->heads * p->head_dim;
         Args x = {.attn = {B, HW, lks[i], p->heads, p->head_dim}};
@@ -340,6 +350,18 @@ static void bench_suite(Bench *b, const Preset *p) {
         snprintf(shape, sizeof shape, "B%d H%d Lq%d Lk%d D%d", B, p->heads, HW, lks[i], p->head_dim);
         record(b, attn_names[i][0], shape, run_attn_fwd, &x, flops, 0);
         record(b, attn_names[i][1], shape, run_attn_bwd, &x, 2.5 * flops, 0);  // QKᵀ again + 4 GEMMs
+        // bf16 storage (the mixed-precision path; tensor cores on CUDA): the same values rounded
+        const size_t nq = (size_t)B * HW * HD, nk = (size_t)B * lks[i] * HD;
+        uint16_t **bufs[8] = {&x.hq, &x.hk, &x.hv, &x.ho, &x.hdo, &x.hdq, &x.hdk, &x.hdv};
+        const size_t sizes[8] = {nq, nk, nk, nq, nq, nq, nk, nk};
+        for (int t = 0; t < 8; t++) *bufs[t] = pool_raw(&pool, sizes[t] * 2);
+        be->cast_f32_to_bf16(be, x.hq, x.a, nq);
+        be->cast_f32_to_bf16(be, x.hk, x.b, nk);
+        be->cast_f32_to_bf16(be, x.hv, x.c, nk);
+        be->cast_f32_to_bf16(be, x.hdo, x.a, nq);  // an upstream gradient of the same scale
+        be->attention_forward_bf16(be, &x.attn, x.ho, x.e, x.hq, x.hk, x.hv, 0.125f);  // the saved out and lse
+        record(b, attn_names[i][2], shape, run_attn_bf16_fwd, &x, flops, 0);
+        record(b, attn_names[i][3], shape, run_attn_bf16_bwd, &x, 2.5 * flops, 0);
         pool_release(&pool);
     }
 

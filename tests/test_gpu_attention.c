@@ -11,8 +11,9 @@
 // exercised. One large shape makes the gemm path split the heads into chunks (workspace bound).
 //
 // Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
-// checks the default (fused) path, then runs itself again with DIFFURL_CUDA_ATTENTION=gemm (every check on
-// the cuBLAS path) and with an unknown value (which must be a fatal error that names the value).
+// checks the default path ("auto": the FFMA fused kernels for fp32), then runs itself again with
+// DIFFURL_CUDA_ATTENTION=gemm (every check on the cuBLAS path) and with an unknown value (which must be a fatal
+// error that names the value).
 #define _GNU_SOURCE  // setenv, posix_spawn
 #include <spawn.h>
 #include <string.h>
@@ -25,10 +26,10 @@ extern char **environ;
 
 #define PATH_ENV "DIFFURL_CUDA_ATTENTION"
 
-// The device path this process runs ("fused" when the variable is unset).
+// The device path this process runs ("auto" when the variable is unset: the FFMA fused kernels for fp32).
 static const char *path_name(void) {
     const char *p = getenv(PATH_ENV);
-    return p && p[0] ? p : "fused";
+    return p && p[0] ? p : "auto";
 }
 
 // Naive forward in double for one (b, h, i): out row [D] and lse (an independent check of the CPU reference).

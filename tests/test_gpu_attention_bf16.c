@@ -1,4 +1,4 @@
-// test_gpu_attention_bf16.c — the CUDA bf16 attention against the CPU bf16 reference, on both device paths.
+// test_gpu_attention_bf16.c — the CUDA bf16 attention against the CPU bf16 reference, on every device path.
 //
 // The shapes of test_gpu_attention.c (self and cross attention, 1 to 64 heads, head_dim 1 to 160 over every
 // fused head-dim bucket and its edges, sequence tails, B*heads = 70400 > 65535) plus head_dim 30, the SD sizes
@@ -7,22 +7,27 @@
 // rounded to bf16; forward (out, lse) and backward (d_q, d_k, d_v) on both backends on the same bf16 values; the
 // device backward is compared on the CPU forward's out and lse (so both backward ops see the same inputs: a
 // bf16 out one step apart changes D_i and with it a whole row of gradients by far more than fp32 noise).
+// Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
+// checks the default ("auto": the tensor-core kernels for head_dim <= 128, the FFMA fused kernels above), then runs
+// itself again with DIFFURL_CUDA_ATTENTION=fma (the FFMA fused kernels for every head_dim they take) and =gemm (the
+// fallback that widens, runs the cuBLAS fp32 path and rounds).
 // Checks that
-//  - out, d_q, d_k, d_v (bf16) are within ‖a−b‖/‖b‖ < 1e-2 of the CPU's, no element is more than one bf16 step
-//    + 1e-3·rms from it and at most 1% (+2) more than a step + 1e-5·rms (the counts of identical elements and of
-//    elements more than a step apart are printed); lse within 1e-5;
-//  - bit for bit, the bf16 op is the bf16 rounding of the CUDA fp32 op run on the widened inputs, and its lse is
-//    the fp32 op's; also for the chain forward → backward on the device's own out (widened) and lse: the fused
-//    bf16 kernels are the fp32 kernels' template instances with widening loads and rounding stores, the
-//    fallback runs the fp32 op;
+//  - FFMA fused kernels and fallback: out, d_q, d_k, d_v (bf16) are within ‖a−b‖/‖b‖ < 1e-2 of the CPU's, no
+//    element is more than one bf16 step + 1e-3·rms from it and at most 1% (+2) more than a step + 1e-5·rms (the
+//    counts of identical elements and of elements more than a step apart are printed); and bit for bit, the bf16
+//    op is the bf16 rounding of the CUDA fp32 op run on the widened inputs, its lse the fp32 op's; also for the
+//    chain forward → backward on the device's own out (widened) and lse (the fused bf16 kernels are the fp32
+//    kernels' template instances with widening loads and rounding stores, the fallback runs the fp32 op);
+//  - tensor-core kernels (P and dS enter their second product rounded to bf16, so neither the CPU's nor the fp32
+//    op's bits): within ‖a−b‖/‖b‖ < 1e-2 of the CPU's, no element more than two bf16 steps + 2e-2·rms from it, and
+//    against the CPU fp32 op on the widened inputs (the exact result to ~1e-6) an error at most twice the CPU bf16
+//    op's + 1e-4;
+//  - lse within 1e-5 of the CPU's (every path);
 //  - every device output is written (bf16-NaN / NaN poisoned first); two device runs are bitwise equal;
 //    lse = NULL in the forward and NULL gradient subsets (d_v alone, d_q + d_k) give the full call's bits;
 //  - the same values at other alignments give the same bits: inputs at element offsets 1, 2, 4 and outputs at
-//    1, 2 of their allocations, and single tensors misaligned (d_out; v, d_q, d_k, d_v) (the fused kernels'
-//    16-, 8-, 4-byte and scalar global accesses; the least aligned tensor of a kernel decides its width).
-// Paths: the device path is chosen by DIFFURL_CUDA_ATTENTION, read once per process. Run without it, this test
-// checks the default (fused) path, then runs itself again with DIFFURL_CUDA_ATTENTION=gemm (every check on the
-// fallback that widens, runs the cuBLAS fp32 path and rounds).
+//    1, 2 of their allocations, and single tensors misaligned (d_out; v, d_q, d_k, d_v) (the kernels' 16-, 8-,
+//    4-byte and scalar global accesses; the least aligned tensor of a kernel decides its width).
 #define _GNU_SOURCE  // setenv, posix_spawn
 #include <spawn.h>
 #include <string.h>
@@ -35,10 +40,12 @@ extern char **environ;
 
 #define PATH_ENV "DIFFURL_CUDA_ATTENTION"
 
-// The device path this process runs ("fused" when the variable is unset).
+#define TC_MAX_D 128  // attention_tc.cuh's ATT_TC_MAX_D: the tensor-core kernels' largest head_dim
+
+// The device path this process runs ("auto" when the variable is unset).
 static const char *path_name(void) {
     const char *p = getenv(PATH_ENV);
-    return p && p[0] ? p : "fused";
+    return p && p[0] ? p : "auto";
 }
 
 // got vs want (bf16 bits), r = rms(want): ‖a−b‖/‖b‖ < 1e-2 widened; no element more than one bf16 step + 1e-3·r
@@ -77,6 +84,35 @@ static void check_rounded(const char *tag, const char *name, const uint16_t *got
     for (size_t i = 0; i < n; i++) diff += got[i] != f32_to_bf16(want[i]);
     CHECK(diff == 0, "%s: %s is bitwise bf16(CUDA fp32 op on the widened inputs) (%zu of %zu elements differ)", tag,
           name, diff, n);
+}
+
+// The tensor-core kernels' output got vs the CPU bf16 op's want, and both against exact (the CPU fp32 op on the
+// widened inputs): ‖got−want‖/‖want‖ < 1e-2; every element within two bf16 steps of want + 2e-2·rms(want); and
+// ‖got−exact‖ <= 2·‖want−exact‖ + 1e-4·‖exact‖ (no more than twice the error of the CPU's own bf16 rounding).
+static void check_tc(const char *tag, const char *name, const uint16_t *got, const uint16_t *want, const float *exact,
+                     size_t n) {
+    float *g = bf16_widen_new(got, n), *w = bf16_widen_new(want, n);
+    check_named(tag, name, g, w, n, TOL_BF16);
+    double ss = 0.0, e_got = 0.0, e_cpu = 0.0, ee = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        ss += (double)w[i] * w[i];
+        e_got += ((double)g[i] - exact[i]) * ((double)g[i] - exact[i]);
+        e_cpu += ((double)w[i] - exact[i]) * ((double)w[i] - exact[i]);
+        ee += (double)exact[i] * exact[i];
+    }
+    const double r = sqrt(ss / (double)(n ? n : 1));
+    size_t far = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs((double)g[i] - w[i]) <= 2.0 * bf16_ulp(w[i]) + 2e-2 * r)) far++;  // NaN fails
+    CHECK(far == 0, "%s: %s: %zu of %zu elements more than two bf16 steps + 2e-2*rms from the CPU", tag, name, far, n);
+    e_got = sqrt(e_got), e_cpu = sqrt(e_cpu), ee = sqrt(ee);
+    CHECK(e_got <= 2.0 * e_cpu + 1e-4 * ee,
+          "%s: %s: error vs the fp32 op %.3e, the CPU bf16 op's %.3e: more than twice it", tag, name,
+          ee > 0 ? e_got / ee : e_got, ee > 0 ? e_cpu / ee : e_cpu);
+    printf("      %s: relative error vs the fp32 op %.2e (CPU bf16 op: %.2e)\n", name, ee > 0 ? e_got / ee : e_got,
+           ee > 0 ? e_cpu / ee : e_cpu);
+    free(g);
+    free(w);
 }
 
 typedef struct {
@@ -191,15 +227,33 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     // CUDA bf16, aligned buffers; the backward on the CPU's out and lse.
     DevOuts g = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, NULL, NULL, true, true, true);
     HostOuts a = dev_outs_download(gpu, &s, &g);
-    check_bf16(tag, "out", a.out, out_c, nq);
     check_named(tag, "lse", a.lse, lse_c, nl, TOL_F32);
-    check_bf16(tag, "d_q", a.dq, dq_c, nq);
-    check_bf16(tag, "d_k", a.dk, dk_c, nk);
-    check_bf16(tag, "d_v", a.dv, dv_c, nk);
+    const bool tensor_cores = strcmp(path_name(), "auto") == 0 && s.head_dim <= TC_MAX_D;
+    if (tensor_cores) {
+        // The exact result: the CPU fp32 op on the widened inputs (the backward on the CPU bf16 out and lse, as the
+        // device's).
+        float *wq = bf16_widen_new(q, nq), *wk = bf16_widen_new(k, nk), *wv = bf16_widen_new(v, nk);
+        float *wdo = bf16_widen_new(dout, nq), *wo = bf16_widen_new(out_c, nq);
+        float *x_out = host_poison(nq), *x_lse = host_poison(nl), *x_dq = host_poison(nq), *x_dk = host_poison(nk);
+        float *x_dv = host_poison(nk);
+        cpu->attention_forward(cpu, &s, x_out, x_lse, wq, wk, wv, scale);
+        cpu->attention_backward(cpu, &s, x_dq, x_dk, x_dv, wdo, wq, wk, wv, wo, lse_c, scale);
+        check_tc(tag, "out", a.out, out_c, x_out, nq);
+        check_tc(tag, "d_q", a.dq, dq_c, x_dq, nq);
+        check_tc(tag, "d_k", a.dk, dk_c, x_dk, nk);
+        check_tc(tag, "d_v", a.dv, dv_c, x_dv, nk);
+        void *host[] = {wq, wk, wv, wdo, wo, x_out, x_lse, x_dq, x_dk, x_dv};
+        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+    } else {
+        check_bf16(tag, "out", a.out, out_c, nq);
+        check_bf16(tag, "d_q", a.dq, dq_c, nq);
+        check_bf16(tag, "d_k", a.dk, dk_c, nk);
+        check_bf16(tag, "d_v", a.dv, dv_c, nk);
+    }
 
-    // Bit for bit: the CUDA fp32 op on the widened inputs, rounded once; the backward on the device's own out
-    // and lse (the forward → backward chain).
-    {
+    // Bit for bit (FFMA fused kernels and fallback): the CUDA fp32 op on the widened inputs, rounded once; the
+    // backward on the device's own out and lse (the forward → backward chain).
+    if (!tensor_cores) {
         DevOuts gc = dev_run(gpu, &s, scale, q, k, v, dout, NULL, NULL, NULL, NULL, true, true, true);
         HostOuts c = dev_outs_download(gpu, &s, &gc);
         CHECK(bitwise_equal(c.out, a.out, nq * 2) && bitwise_equal(c.lse, a.lse, nl * 4),
@@ -359,11 +413,15 @@ int main(void) {
 
     backend_destroy(cpu);
     backend_destroy(gpu);
-    if (!is_parent) return test_finish(strcmp(path_name(), "gemm") == 0 ? "test_gpu_attention_bf16 (gemm path)"
-                                                                        : "test_gpu_attention_bf16 (child)");
+    if (!is_parent) return test_finish(strcmp(path_name(), "gemm") == 0  ? "test_gpu_attention_bf16 (gemm path)"
+                                       : strcmp(path_name(), "fma") == 0 ? "test_gpu_attention_bf16 (fma path)"
+                                                                         : "test_gpu_attention_bf16 (child)");
 
-    // The same checks on the gemm path (the bf16 fallback around cuBLAS), in a child process (the variable is
-    // read once per process).
+    // The same checks on the FFMA fused kernels for every head_dim they take, and on the gemm path (the bf16
+    // fallback around cuBLAS), each in a child process (the variable is read once per process).
+    const int rc_fma = run_self_with_path("fma");
+    CHECK(rc_fma == 0, "DIFFURL_CUDA_ATTENTION=fma: every check passes on the FFMA fused kernels (child exit %d)",
+          rc_fma);
     const int rc_gemm = run_self_with_path("gemm");
     CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
     return test_finish("test_gpu_attention_bf16");

@@ -12,19 +12,23 @@
 //   d_q, d_k, d_v may be NULL (skipped); lse may be NULL in the forward (not saved).
 //
 // bf16 storage (AttentionForwardBf16Fn / AttentionBackwardBf16Fn, "bf16 storage variants" in backend.h): q, k,
-//   v, out, d_out, d_q, d_k, d_v are bf16 (uint16_t bits, read as __nv_bfloat16); lse stays fp32. Every bf16
-//   value is widened exactly to fp32 as it is loaded, all arithmetic is the fp32 path's, and each output is
-//   rounded to bf16 once (__float2bfloat16_rn, nearest even) as it is stored. D_i uses the stored (bf16) out
-//   and d_out, widened, as the CPU reference does. On the fused path the bf16 kernels are the fp32 kernels'
-//   template instances for T = __nv_bfloat16 (only the global loads and stores differ), so a bf16 result is
-//   bit for bit the bf16 rounding of the fp32 fused path run on the widened inputs, and lse is the same bits.
-//   Where the fused path does not apply (head_dim > ATT_FUSED_MAX_D, or DIFFURL_CUDA_ATTENTION=gemm) the bf16
-//   entry points widen their inputs into fp32 scratch (stream-ordered cudaMallocAsync / cudaFreeAsync, no
-//   host synchronisation), run the fp32 entry point and round its outputs: correct, but it stores every
-//   tensor in fp32 once more (a fallback, not the fast path).
+//   v, out, d_out, d_q, d_k, d_v are bf16 (uint16_t bits, read as __nv_bfloat16); lse stays fp32; D_i uses the
+//   stored (bf16) out and d_out, widened, as the CPU reference does. Three implementations:
+//   - tensor cores (attention_tc.cu; default for head_dim <= ATT_TC_MAX_D = 128): bf16 products summed in fp32
+//     by mma.sync, P and dS rounded to bf16 between the two products (FlashAttention-2's numerics; see there);
+//   - the FFMA fused kernels below in their T = __nv_bfloat16 instances (only the global loads and stores differ
+//     from the fp32 instances): every value widened exactly as it is loaded, the fp32 path's arithmetic, each
+//     output rounded once (__float2bfloat16_rn, nearest even) — bit for bit the bf16 rounding of the fp32 fused
+//     path run on the widened inputs, lse the same bits;
+//   - where no fused kernel applies (head_dim > ATT_FUSED_MAX_D, or DIFFURL_CUDA_ATTENTION=gemm) the entry points
+//     widen their inputs into fp32 scratch (stream-ordered cudaMallocAsync / cudaFreeAsync, no host
+//     synchronisation), run the fp32 entry point and round its outputs: correct, but it stores every tensor in
+//     fp32 once more (a fallback, not the fast path).
 //
 // Path choice: the environment variable DIFFURL_CUDA_ATTENTION, read once per process at the first call.
-//   unset, "" or "fused": the fused kernels (default; head_dim > ATT_FUSED_MAX_D = 160 falls back to gemm);
+//   unset, "" or "auto": bf16 on tensor cores up to head_dim 128, else the FFMA fused kernels up to
+//   ATT_FUSED_MAX_D = 160, else gemm (the fallback for bf16); fp32 on the FFMA fused kernels up to 160, else gemm;
+//   "fma": the FFMA fused kernels for both (bf16 bit for bit the fp32 kernels'), gemm beyond 160;
 //   "gemm": the cuBLAS path; anything else is a fatal error that names the value.
 //
 // Fused path (FlashAttention-2's algorithm in fp32 FFMA, no TF32; memory O(B·heads·Lq) beyond the tensors):
@@ -58,10 +62,7 @@
 #include <math.h>
 #include <string.h>
 
-#include <initializer_list>
-#include <type_traits>
-
-#include "cuda_common.cuh"
+#include "attention_tc.cuh"
 
 #define ATT_WARPS 8                             // rows (warps) per block in the gemm path's row kernels
 #define ATT_WORKSPACE_BUDGET ((size_t)1 << 30)  // bytes of score buffers per chunk before chunking over heads
@@ -782,45 +783,6 @@ static void att_gemm_backward(Backend *be, const AttentionShape *s, float *d_q, 
 
 // ---- launchers: fused path -----------------------------------------------------------------------------
 
-// Opts `kernel` into `floats` floats of dynamic shared memory (above the 48 KiB default) after checking that
-// the device allows that much; returns the bytes.
-template <class Kernel>
-static size_t att_smem_opt_in(Backend *be, Kernel *kernel, size_t floats, const char *name) {
-    const size_t bytes = floats * sizeof(float);
-    const CudaState *st = cuda_state(be);
-    if (bytes > (size_t)st->props.sharedMemPerBlockOptin)
-        DF_FATAL("%s needs %zu bytes of shared memory per block, device %d allows %zu\n"
-                 "  hint: set DIFFURL_CUDA_ATTENTION=gemm to use the cuBLAS attention",
-                 name, bytes, st->device, (size_t)st->props.sharedMemPerBlockOptin);
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    return bytes;
-}
-
-// Blocks of a fused kernel: one per (b, h, tile of `tile` rows of L); *n_tiles = tiles per head.
-static unsigned att_fused_blocks(const AttentionShape *s, int L, int tile, int *n_tiles) {
-    *n_tiles = (L + tile - 1) / tile;
-    const long long blocks = (long long)s->B * s->heads * *n_tiles;
-    DF_CHECK(blocks <= 0x7fffffffLL, "attention: B*heads*tiles exceeds the CUDA grid limit (2^31 - 1 blocks)");
-    return (unsigned)blocks;
-}
-
-// The global access width of the fused kernels for tensors `ptrs` (NULLs ignored) of head_dim D: 1 for fp32
-// (one float per access); for bf16 the widest V of `widths` (largest first) with D % V == 0 and every base
-// address a multiple of 2V bytes (every row start b·L·HD + l·HD + h·D is then a multiple of V elements), else 1.
-template <class T>
-static int att_vec(int D, std::initializer_list<const void *> ptrs, std::initializer_list<int> widths) {
-    if constexpr (std::is_same<T, float>::value) {
-        return 1;
-    } else {
-        for (int V : widths) {
-            bool ok = D % V == 0;
-            for (const void *p : ptrs) ok = ok && (p == NULL || (uintptr_t)p % (2 * (size_t)V) == 0);
-            if (ok) return V;
-        }
-        return 1;
-    }
-}
-
 // T: float (the fp32 op) or __nv_bfloat16 (the bf16 op) for q, k, v, out.
 template <class T>
 static void att_fused_forward(Backend *be, const AttentionShape *s, T *out, float *lse, const T *q, const T *k,
@@ -841,22 +803,27 @@ static void att_fused_forward(Backend *be, const AttentionShape *s, T *out, floa
     });
 }
 
+// Δ [B, heads, Lq] = Σ_d d_out·out per row, in the backend workspace (valid until its next use).
+template <class T>
+static const float *att_delta(Backend *be, const AttentionShape *s, const T *d_out, const T *out) {
+    const long long rows = (long long)s->B * s->heads * s->Lq;
+    float *delta = (float *)cuda_workspace(be, (size_t)rows * sizeof(float));
+    const int warps = 8;
+    long long blocks = (rows + warps - 1) / warps;
+    if (blocks > (1LL << 20)) blocks = 1LL << 20;  // grid-stride loop beyond
+    att_delta_kernel<T><<<(unsigned)blocks, warps * 32, 0, cuda_stream(be)>>>(delta, d_out, out, s->Lq, s->heads,
+                                                                              s->head_dim, rows);
+    CUDA_LAUNCH_CHECK("att_delta_kernel");
+    return delta;
+}
+
 // T as in att_fused_forward, for d_q, d_k, d_v, d_out, q, k, v, out.
 template <class T>
 static void att_fused_backward(Backend *be, const AttentionShape *s, T *d_q, T *d_k, T *d_v, const T *d_out,
                                const T *q, const T *k, const T *v, const T *out, const float *lse, float scale) {
     cudaStream_t stream = cuda_stream(be);
     const int Lq = s->Lq, Lk = s->Lk, H = s->heads, D = s->head_dim;
-    float *delta = NULL;  // [B, heads, Lq]: only dS needs it
-    if (d_q || d_k) {
-        const long long rows = (long long)s->B * H * Lq;
-        delta = (float *)cuda_workspace(be, (size_t)rows * sizeof(float));
-        const int warps = 8;
-        long long blocks = (rows + warps - 1) / warps;
-        if (blocks > (1LL << 20)) blocks = 1LL << 20;  // grid-stride loop beyond
-        att_delta_kernel<T><<<(unsigned)blocks, warps * 32, 0, stream>>>(delta, d_out, out, Lq, H, D, rows);
-        CUDA_LAUNCH_CHECK("att_delta_kernel");
-    }
+    const float *delta = d_q || d_k ? att_delta(be, s, d_out, out) : NULL;  // only dS needs it
     const int vec = att_vec<T>(D, {d_out, q, k, v}, {8, 4, 2});
     att_with_bucket(D, [&](auto cfg) {
         typedef decltype(cfg) C;
@@ -887,15 +854,16 @@ static void att_fused_backward(Backend *be, const AttentionShape *s, T *d_q, T *
 
 // ---- entry points --------------------------------------------------------------------------------------
 
-typedef enum { ATT_PATH_FUSED = 0, ATT_PATH_GEMM = 1 } AttPath;
+typedef enum { ATT_PATH_AUTO = 0, ATT_PATH_FMA = 1, ATT_PATH_GEMM = 2 } AttPath;
 
 static AttPath att_path_from_env(void) {
     const char *v = getenv("DIFFURL_CUDA_ATTENTION");
-    if (!v || !v[0] || strcmp(v, "fused") == 0) return ATT_PATH_FUSED;
+    if (!v || !v[0] || strcmp(v, "auto") == 0) return ATT_PATH_AUTO;
+    if (strcmp(v, "fma") == 0) return ATT_PATH_FMA;
     if (strcmp(v, "gemm") == 0) return ATT_PATH_GEMM;
     DF_FATAL("DIFFURL_CUDA_ATTENTION=\"%s\" is not an attention path\n"
-             "  hint: use \"fused\" (the default: flash-attention style kernels) or \"gemm\" (cuBLAS, materialises "
-             "the scores), or unset it", v);
+             "  hint: use \"auto\" (the default: fused kernels, tensor cores for bf16), \"fma\" (fused kernels in "
+             "fp32 FFMA only) or \"gemm\" (cuBLAS, materialises the scores), or unset it", v);
 }
 
 // The path of this process (the environment is read once, at the first attention call).
@@ -904,8 +872,14 @@ static AttPath att_path(void) {
     return path;
 }
 
+// The FFMA fused kernels (fp32 entry points, and bf16 ones the tensor-core kernels do not take).
 static bool att_use_fused(const AttentionShape *s) {
-    return att_path() == ATT_PATH_FUSED && s->head_dim <= ATT_FUSED_MAX_D;
+    return att_path() != ATT_PATH_GEMM && s->head_dim <= ATT_FUSED_MAX_D;
+}
+
+// The tensor-core kernels (bf16 entry points only).
+static bool att_use_tc(const AttentionShape *s) {
+    return att_path() == ATT_PATH_AUTO && s->head_dim <= ATT_TC_MAX_D;
 }
 
 extern "C" void cuda_attention_forward(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q,
@@ -930,7 +904,7 @@ extern "C" void cuda_attention_backward(Backend *be, const AttentionShape *s, fl
         att_gemm_backward(be, s, d_q, d_k, d_v, d_out, q, k, v, out, lse, scale);
 }
 
-// ---- entry points: bf16 storage (fused kernels, else the widen / fp32 / round fallback) ----------------
+// ---- entry points: bf16 storage (tensor-core or FFMA fused kernels, else the widen / fp32 / round fallback)
 
 static inline __nv_bfloat16 *as_bf16(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
 static inline const __nv_bfloat16 *as_bf16(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
@@ -947,7 +921,7 @@ static AttScratch att_scratch_alloc(Backend *be, size_t floats) {
     if (err != cudaSuccess)
         DF_FATAL("attention bf16 fallback: cudaMallocAsync of %zu bytes of fp32 scratch failed: %s\n"
                  "  hint: head_dim > %d and DIFFURL_CUDA_ATTENTION=gemm widen every tensor to fp32; reduce the batch "
-                 "or use the fused path (head_dim <= %d, DIFFURL_CUDA_ATTENTION unset)",
+                 "or use the fused kernels (head_dim <= %d, DIFFURL_CUDA_ATTENTION unset)",
                  floats * sizeof(float), cudaGetErrorString(err), ATT_FUSED_MAX_D, ATT_FUSED_MAX_D);
     return sc;
 }
@@ -1007,7 +981,9 @@ extern "C" void cuda_attention_forward_bf16(Backend *be, const AttentionShape *s
                                             const uint16_t *q, const uint16_t *k, const uint16_t *v, float scale) {
     att_check_shape(s);
     if (s->B == 0) return;
-    if (att_use_fused(s))
+    if (att_use_tc(s))
+        att_tc_forward(be, s, as_bf16(out), lse, as_bf16(q), as_bf16(k), as_bf16(v), scale);
+    else if (att_use_fused(s))
         att_fused_forward(be, s, as_bf16(out), lse, as_bf16(q), as_bf16(k), as_bf16(v), scale);
     else
         att_fallback_forward_bf16(be, s, out, lse, q, k, v, scale);
@@ -1020,7 +996,11 @@ extern "C" void cuda_attention_backward_bf16(Backend *be, const AttentionShape *
     att_check_shape(s);
     if (s->B == 0 || (!d_q && !d_k && !d_v)) return;
     DF_CHECK(lse != NULL, "attention_backward_bf16 needs the lse saved by attention_forward_bf16");
-    if (att_use_fused(s))
+    if (att_use_tc(s)) {
+        const float *delta = d_q || d_k ? att_delta(be, s, as_bf16(d_out), as_bf16(out)) : NULL;
+        att_tc_backward(be, s, as_bf16(d_q), as_bf16(d_k), as_bf16(d_v), as_bf16(d_out), as_bf16(q), as_bf16(k),
+                        as_bf16(v), lse, delta, scale);
+    } else if (att_use_fused(s))
         att_fused_backward(be, s, as_bf16(d_q), as_bf16(d_k), as_bf16(d_v), as_bf16(d_out), as_bf16(q), as_bf16(k),
                            as_bf16(v), as_bf16(out), lse, scale);
     else
