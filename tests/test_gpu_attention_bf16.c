@@ -20,8 +20,8 @@
 //    kernels' template instances with widening loads and rounding stores, the fallback runs the fp32 op);
 //  - tensor-core kernels (P and dS enter their second product rounded to bf16, so neither the CPU's nor the fp32
 //    op's bits): within ‖a−b‖/‖b‖ < 1e-2 of the CPU's, no element more than two bf16 steps + 2e-2·rms from it, and
-//    against the CPU fp32 op on the widened inputs (the exact result to ~1e-6) an error at most twice the CPU bf16
-//    op's + 1e-4;
+//    against the CPU fp32 op on the widened inputs (the exact result to ~1e-6) an error at most three times the CPU
+//    bf16 op's + 1e-4;
 //  - lse within 1e-5 of the CPU's (every path);
 //  - every device output is written (bf16-NaN / NaN poisoned first); two device runs are bitwise equal;
 //    lse = NULL in the forward and NULL gradient subsets (d_v alone, d_q + d_k) give the full call's bits;
@@ -88,7 +88,7 @@ static void check_rounded(const char *tag, const char *name, const uint16_t *got
 
 // The tensor-core kernels' output got vs the CPU bf16 op's want, and both against exact (the CPU fp32 op on the
 // widened inputs): ‖got−want‖/‖want‖ < 1e-2; every element within two bf16 steps of want + 2e-2·rms(want); and
-// ‖got−exact‖ <= 2·‖want−exact‖ + 1e-4·‖exact‖ (no more than twice the error of the CPU's own bf16 rounding).
+// ‖got−exact‖ <= 3·‖want−exact‖ + 1e-4·‖exact‖ (at most three times the error of the CPU's own bf16 rounding).
 static void check_tc(const char *tag, const char *name, const uint16_t *got, const uint16_t *want, const float *exact,
                      size_t n) {
     float *g = bf16_widen_new(got, n), *w = bf16_widen_new(want, n);
@@ -106,8 +106,8 @@ static void check_tc(const char *tag, const char *name, const uint16_t *got, con
         if (!(fabs((double)g[i] - w[i]) <= 2.0 * bf16_ulp(w[i]) + 2e-2 * r)) far++;  // NaN fails
     CHECK(far == 0, "%s: %s: %zu of %zu elements more than two bf16 steps + 2e-2*rms from the CPU", tag, name, far, n);
     e_got = sqrt(e_got), e_cpu = sqrt(e_cpu), ee = sqrt(ee);
-    CHECK(e_got <= 2.0 * e_cpu + 1e-4 * ee,
-          "%s: %s: error vs the fp32 op %.3e, the CPU bf16 op's %.3e: more than twice it", tag, name,
+    CHECK(e_got <= 3.0 * e_cpu + 1e-4 * ee,
+          "%s: %s: error vs the fp32 op %.3e, the CPU bf16 op's %.3e: more than three times it", tag, name,
           ee > 0 ? e_got / ee : e_got, ee > 0 ? e_cpu / ee : e_cpu);
     printf("      %s: relative error vs the fp32 op %.2e (CPU bf16 op: %.2e)\n", name, ee > 0 ? e_got / ee : e_got,
            ee > 0 ? e_cpu / ee : e_cpu);

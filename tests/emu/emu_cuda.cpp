@@ -1,0 +1,199 @@
+// emu_cuda.cpp — the fiber scheduler behind emu_cuda.h.
+#include "emu_cuda_common.h"
+#include <setjmp.h>
+#include <sanitizer/asan_interface.h>
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+int emu_order = EMU_FORWARD;
+long long emu_stats_blocks, emu_stats_barriers, emu_stats_shfl_rounds, emu_stats_vec_accesses;
+std::map<const void *, int> emu_smem_attr;
+long long emu_launches, emu_async_allocs, emu_async_live;
+
+namespace {
+enum { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
+// Persistent fibers: started once with makecontext/swapcontext, then switched with _setjmp/_longjmp (no
+// signal-mask system call per switch). A fiber loops: run the kernel body for the current block, mark DONE,
+// yield; the scheduler resumes it for the next block.
+struct Fiber {
+    ucontext_t uc;
+    jmp_buf jb;
+    int state, line, parity;
+    bool started;
+};
+const size_t STACK = 256 * 1024;
+const size_t GUARD_FLOATS = 1024;
+const uint32_t SENTINEL = 0x7fbadbadu;
+Fiber *fib;  // [1024]
+jmp_buf sched_jb;
+int cur;
+const std::function<void()> *g_fn;
+float *g_smem;
+std::vector<float> slots[2];
+std::vector<unsigned> mslots[2];  // [threads][6]: a0..a3, b0, b1 of each lane at an mma
+std::mt19937 rng(12345);
+
+void yield_to_sched() {
+    if (_setjmp(fib[cur].jb) == 0) _longjmp(sched_jb, 1);
+}
+
+void fiber_main(int tid) {
+    for (;;) {
+        (*g_fn)();
+        fib[tid].state = DONE;
+        yield_to_sched();
+    }
+}
+
+void resume(int t) {
+    cur = t;
+    threadIdx = uint3{(unsigned)t, 0, 0};
+    if (_setjmp(sched_jb) == 0) {
+        if (!fib[t].started) {
+            fib[t].started = true;
+            ucontext_t tmp;
+            swapcontext(&tmp, &fib[t].uc);  // never returns: the fiber comes back through sched_jb
+            abort();
+        }
+        _longjmp(fib[t].jb, 1);
+    }
+}
+
+void init_fibers() {
+    if (fib) return;
+    fib = new Fiber[1024]();
+    for (int t = 0; t < 1024; t++) {
+        getcontext(&fib[t].uc);
+        fib[t].uc.uc_stack.ss_sp = malloc(STACK);
+        fib[t].uc.uc_stack.ss_size = STACK;
+        fib[t].uc.uc_link = nullptr;
+        makecontext(&fib[t].uc, (void (*)())fiber_main, 1, t);
+    }
+}
+}  // namespace
+
+void *emu_dynamic_smem() { return g_smem; }
+
+void emu_sync(int line) {
+    fib[cur].state = AT_BLOCK;
+    fib[cur].line = line;
+    yield_to_sched();
+}
+
+float emu_shfl_xor(unsigned mask, float v, int lane_mask, int line) {
+    if (mask != 0xffffffffu) EMU_FAIL("shfl with partial mask %x", mask);
+    const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
+    if (lane_mask < 0 || lane_mask > 31) EMU_FAIL("bad lane mask %d", lane_mask);
+    slots[p][w * 32 + lane] = v;
+    fib[tid].state = AT_WARP;
+    fib[tid].line = line;
+    yield_to_sched();
+    const float r = slots[p][w * 32 + (lane ^ lane_mask)];
+    fib[tid].parity ^= 1;
+    return r;
+}
+
+long long emu_stats_mma;
+static float bf16_half(unsigned reg, int hi) { return __uint_as_float(hi ? (reg & 0xffff0000u) : (reg << 16)); }
+// mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, d += a*b, PTX fragment layout (lane = 4g + t):
+// A regs {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}, B regs {B[2t..][g], B[2t+8..][g]},
+// D {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}. Products exact (double), one rounding to fp32 per output.
+void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line) {
+    const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
+    unsigned *my = &mslots[p][(size_t)tid * 6];
+    for (int i = 0; i < 4; i++) my[i] = a[i];
+    my[4] = b0;
+    my[5] = b1;
+    fib[tid].state = AT_WARP;
+    fib[tid].line = line;
+    yield_to_sched();
+    const unsigned *W = &mslots[p][(size_t)w * 32 * 6];
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        const int r = g + (i >= 2 ? 8 : 0), c = 2 * t + (i & 1);
+        double acc = 0.0;
+        for (int k = 0; k < 16; k++) {
+            const unsigned areg = W[((r % 8) * 4 + (k % 8) / 2) * 6 + (r >= 8) + 2 * (k >= 8)];
+            const unsigned breg = W[(c * 4 + (k % 8) / 2) * 6 + 4 + (k >= 8)];
+            acc += (double)bf16_half(areg, k & 1) * (double)bf16_half(breg, k & 1);
+        }
+        d[i] = (float)((double)d[i] + acc);
+    }
+    fib[tid].parity ^= 1;
+    if (lane == 0) emu_stats_mma++;
+}
+
+void emu_launch(unsigned blocks, unsigned threads, size_t smem, const std::function<void()> &f) {
+    if (threads == 0 || threads > 1024 || threads % 32) EMU_FAIL("bad block size %u", threads);
+    if (blocks == 0 || blocks > 0x7fffffffu) EMU_FAIL("bad grid %u", blocks);
+    if (smem > 232448) EMU_FAIL("dynamic smem %zu exceeds the sm_90 opt-in limit", smem);
+    init_fibers();
+    slots[0].assign(threads, NAN);
+    slots[1].assign(threads, NAN);
+    mslots[0].assign(threads * 6, 0xdeadbeefu);
+    mslots[1].assign(threads * 6, 0xdeadbeefu);
+    g_fn = &f;
+    const size_t sm_floats = (smem + 3) / 4;
+    float *raw = (float *)malloc((sm_floats + 2 * GUARD_FLOATS) * sizeof(float));
+    gridDim = dim3{blocks, 1, 1};
+    blockDim = dim3{threads, 1, 1};
+    std::vector<int> order(threads);
+    for (unsigned blk = 0; blk < blocks; blk++) {
+        for (size_t i = 0; i < sm_floats + 2 * GUARD_FLOATS; i++) memcpy(&raw[i], &SENTINEL, 4);
+        g_smem = raw + GUARD_FLOATS;
+        for (size_t i = 0; i < sm_floats; i++) g_smem[i] = NAN;
+        ASAN_POISON_MEMORY_REGION(raw, GUARD_FLOATS * 4);
+        ASAN_POISON_MEMORY_REGION(g_smem + sm_floats, GUARD_FLOATS * 4);
+        blockIdx = uint3{blk, 0, 0};
+        for (unsigned t = 0; t < threads; t++) {
+            fib[t].state = RUNNABLE;
+            fib[t].parity = 0;
+            fib[t].line = -1;
+        }
+        for (;;) {
+            for (unsigned t = 0; t < threads; t++) order[t] = t;
+            if (emu_order == EMU_REVERSE)
+                for (unsigned t = 0; t < threads; t++) order[t] = threads - 1 - t;
+            else if (emu_order == EMU_RANDOM)
+                std::shuffle(order.begin(), order.end(), rng);
+            for (unsigned oi = 0; oi < threads; oi++) {
+                const int t = order[oi];
+                if (fib[t].state != RUNNABLE) continue;
+                resume(t);
+            }
+            int n_done = 0, n_block = 0;
+            for (unsigned t = 0; t < threads; t++) n_done += fib[t].state == DONE, n_block += fib[t].state == AT_BLOCK;
+            if (n_done == (int)threads) break;
+            bool released = false;
+            for (unsigned w = 0; w < threads / 32; w++) {
+                int n_warp = 0;
+                for (int l = 0; l < 32; l++) n_warp += fib[w * 32 + l].state == AT_WARP;
+                if (n_warp == 0) continue;
+                if (n_warp != 32) EMU_FAIL("block %u warp %u: %d lanes at a shuffle, others elsewhere (divergent shfl)", blk, w, n_warp);
+                for (int l = 0; l < 32; l++)
+                    if (fib[w * 32 + l].line != fib[w * 32].line) EMU_FAIL("warp %u: shuffles at different lines", w);
+                for (int l = 0; l < 32; l++) fib[w * 32 + l].state = RUNNABLE;
+                released = true;
+                emu_stats_shfl_rounds++;
+            }
+            if (released) continue;
+            if (n_block == (int)threads) {
+                for (unsigned t = 0; t < threads; t++)
+                    if (fib[t].line != fib[0].line) EMU_FAIL("__syncthreads at different lines (%d vs %d)", fib[t].line, fib[0].line);
+                for (unsigned t = 0; t < threads; t++) fib[t].state = RUNNABLE;
+                emu_stats_barriers++;
+                continue;
+            }
+            EMU_FAIL("block %u: deadlock / divergent barrier: %d done, %d at __syncthreads of %u", blk, n_done, n_block, threads);
+        }
+        ASAN_UNPOISON_MEMORY_REGION(raw, (sm_floats + 2 * GUARD_FLOATS) * 4);
+        for (size_t i = 0; i < GUARD_FLOATS; i++) {
+            uint32_t a, b;
+            memcpy(&a, &raw[i], 4);
+            memcpy(&b, &raw[GUARD_FLOATS + sm_floats + i], 4);
+            if (a != SENTINEL || b != SENTINEL) EMU_FAIL("block %u: shared memory guard overwritten", blk);
+        }
+        emu_stats_blocks++;
+    }
+    free(raw);
+}
