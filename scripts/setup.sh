@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-run}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
-required_pkgs=(cmake gcc libomp-dev libopenblas-openmp-dev libcjson-dev libstb-dev libopenmpi-dev openmpi-bin clang libclang-rt-dev)
+required_pkgs=(cmake gcc g++ python3 libomp-dev libopenblas-openmp-dev libcjson-dev libstb-dev libopenmpi-dev openmpi-bin clang libclang-rt-dev)
 
 if [ "$mode" = "--download-debs" ]; then
   mkdir -p .deps && cd .deps
