@@ -1,5 +1,5 @@
-// emu_cuda.h — runs CUDA kernel source on the CPU, for tests on machines without a GPU (tests/emu/README in
-// extract.py's header): one ucontext fiber per CUDA thread and a cooperative scheduler that implements
+// emu_cuda.h — runs CUDA kernel source on the CPU, for tests on machines without a GPU (extract.py turns a .cu
+// file into C++ for it): one ucontext fiber per CUDA thread and a cooperative scheduler that implements
 // __syncthreads (block barrier), __shfl_xor_sync (warp exchange) and the warp-wide bf16 mma.sync m16n8k16
 // (emu_mma, PTX fragment layout), with checks: every thread of a block (lane of a warp) must reach the same
 // barrier (shuffle, mma) call site, no thread may exit while others wait, shuffle masks must be full, vector
