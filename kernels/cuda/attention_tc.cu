@@ -110,6 +110,43 @@ static __device__ __forceinline__ void att_tc_c_to_a(unsigned (&a)[4], const flo
     a[3] = att_tc_pack(c1[2], c1[3]);
 }
 
+// c = A Xᵀ for this warp: the 16 rows row0.. of the shared tile A times the rows 0..8·N8−1 of the shared tile X
+// (both [rows][DS]), summed over KT k16 steps of the head dim. c [N8 n8 tiles][4] in C fragments.
+template <int DS, int KT, int N8>
+static __device__ __forceinline__ void att_tc_abt(float (&c)[N8][4], const bf16 *A, int row0, const bf16 *X, int g,
+                                                  int t) {
+#pragma unroll
+    for (int nt = 0; nt < N8; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) {
+        unsigned a[4];
+        att_tc_load_a<DS>(a, A, row0, kk * 16, g, t);
+#pragma unroll
+        for (int nt = 0; nt < N8; nt++) {
+            unsigned b0, b1;
+            att_tc_load_bt<DS>(b0, b1, X, nt * 8, kk * 16, g, t);
+            att_tc_mma(c[nt], a, b0, b1);
+        }
+    }
+}
+// acc += P X for this warp: P the C fragments p [K8][4] (16 rows × 8·K8 columns), rounded to bf16 into A
+// fragments, times the rows 0..8·K8−1 of the shared tile X [rows][DS]; acc [NT n8 tiles of the head dim][4].
+template <int DS, int K8, int NT>
+static __device__ __forceinline__ void att_tc_pv(float (&acc)[NT][4], const float (&p)[K8][4], const bf16 *X, int g,
+                                                 int t) {
+#pragma unroll
+    for (int kk = 0; kk < K8 / 2; kk++) {
+        unsigned pa[4];
+        att_tc_c_to_a(pa, p[2 * kk], p[2 * kk + 1]);
+#pragma unroll
+        for (int dt = 0; dt < NT; dt++) {
+            unsigned b0, b1;
+            att_tc_load_b<DS>(b0, b1, X, kk * 16, dt * 8, g, t);
+            att_tc_mma(acc[dt], pa, b0, b1);
+        }
+    }
+}
+
 // Shared tile dst [ROWS][DP + 8] from the global rows src (row stride ld elements): rows < n and columns < D copied,
 // the rest zero. V = elements per access (8: 16-byte, 2: 4-byte, 1), with D % V == 0 and src aligned to 2V bytes.
 template <int ROWS, int DP, int V>
@@ -189,10 +226,6 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     const bf16 *kh = k + (size_t)b * Lk * HD + (size_t)h * D;  // [Lk, D], row stride HD
     const bf16 *vh = v + (size_t)b * Lk * HD + (size_t)h * D;
     att_tc_fill<BQ, DP>(sQ, q + ((size_t)b * Lq + q0) * HD + (size_t)h * D, min(BQ, Lq - q0), D, HD, vec);
-    __syncthreads();
-    unsigned qa[KT][4];  // this warp's 16 query rows as A fragments
-#pragma unroll
-    for (int kk = 0; kk < KT; kk++) att_tc_load_a<DS>(qa[kk], sQ, warp * 16, kk * 16, g, t);
 
     const float sl2 = scale * ATT_TC_LOG2E;  // scores in the log2 domain
     float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8; l: this lane's part
@@ -200,21 +233,12 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     for (int dt = 0; dt < NT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
     for (int k0 = 0; k0 < Lk; k0 += BK) {
         const int kn = min(BK, Lk - k0);
-        __syncthreads();  // the previous tile's K and V are no longer read
+        __syncthreads();  // the previous tile's K and V are no longer read (first tile: Q is written)
         att_tc_fill<BK, DP>(sK, kh + (size_t)k0 * HD, kn, D, HD, vec);
         att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
         __syncthreads();
         float s[ST][4];  // S of this warp's rows × the tile's keys
-#pragma unroll
-        for (int nt = 0; nt < ST; nt++) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KT; kk++) {
-                unsigned b0, b1;
-                att_tc_load_bt<DS>(b0, b1, sK, nt * 8, kk * 16, g, t);
-                att_tc_mma(s[nt], qa[kk], b0, b1);
-            }
-        }
+        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, g, t);
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
@@ -250,17 +274,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
             o[dt][2] *= alpha1;
             o[dt][3] *= alpha1;
         }
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {  // O += P V, 16 keys per step
-            unsigned pa[4];
-            att_tc_c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int dt = 0; dt < NT; dt++) {
-                unsigned b0, b1;
-                att_tc_load_b<DS>(b0, b1, sV, kk * 16, dt * 8, g, t);
-                att_tc_mma(o[dt], pa, b0, b1);
-            }
-        }
+        att_tc_pv<DS, ST, NT>(o, s, sV, g, t);  // O += P V
     }
     l[0] = att_tc_quad_sum(l[0]);  // >= 1: the max term contributes exp2(0)
     l[1] = att_tc_quad_sum(l[1]);
@@ -310,24 +324,8 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
         __syncthreads();
         float s[ST][4], dp[ST][4];
-#pragma unroll
-        for (int nt = 0; nt < ST; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) s[nt][c] = dp[nt][c] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KT; kk++) {
-            unsigned qa[4], da[4];
-            att_tc_load_a<DS>(qa, sQ, warp * 16, kk * 16, g, t);
-            att_tc_load_a<DS>(da, sdO, warp * 16, kk * 16, g, t);
-#pragma unroll
-            for (int nt = 0; nt < ST; nt++) {
-                unsigned b0, b1;
-                att_tc_load_bt<DS>(b0, b1, sK, nt * 8, kk * 16, g, t);
-                att_tc_mma(s[nt], qa, b0, b1);   // S = Q Kᵀ
-                att_tc_load_bt<DS>(b0, b1, sV, nt * 8, kk * 16, g, t);
-                att_tc_mma(dp[nt], da, b0, b1);  // dP = dO Vᵀ
-            }
-        }
+        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, g, t);    // S = Q Kᵀ
+        att_tc_abt<DS, KT, ST>(dp, sdO, warp * 16, sV, g, t);  // dP = dO Vᵀ
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -338,17 +336,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                 s[nt][j] = p0 * (dp[nt][j] - dl0);  // dS
                 s[nt][2 + j] = p1 * (dp[nt][2 + j] - dl1);
             }
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {  // dQ += dS K, 16 keys per step
-            unsigned sa[4];
-            att_tc_c_to_a(sa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int dt = 0; dt < NT; dt++) {
-                unsigned b0, b1;
-                att_tc_load_b<DS>(b0, b1, sK, kk * 16, dt * 8, g, t);
-                att_tc_mma(dq[dt], sa, b0, b1);
-            }
-        }
+        att_tc_pv<DS, ST, NT>(dq, s, sK, g, t);  // dQ += dS K
     }
     att_tc_store<DP>(d_q + (size_t)b * Lq * HD + (size_t)h * D, dq, scale, scale, q0 + warp * 16, Lq, D, HD, ovec, g,
                      t);
@@ -396,20 +384,8 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
             sD[i] = i < qn && with_dk ? delta[(size_t)bh * Lq + q0 + i] : 0.0f;
         }
         __syncthreads();
-        float st[ST][4];  // Sᵀ, then Pᵀ: this warp's 16 keys × the tile's queries
-#pragma unroll
-        for (int nt = 0; nt < ST; nt++) st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KT; kk++) {
-            unsigned ka[4];
-            att_tc_load_a<DS>(ka, sK, warp * 16, kk * 16, g, t);
-#pragma unroll
-            for (int nt = 0; nt < ST; nt++) {
-                unsigned b0, b1;
-                att_tc_load_bt<DS>(b0, b1, sQ, nt * 8, kk * 16, g, t);
-                att_tc_mma(st[nt], ka, b0, b1);
-            }
-        }
+        float st[ST][4];  // Sᵀ = K Qᵀ, then Pᵀ: this warp's 16 keys × the tile's queries
+        att_tc_abt<DS, KT, ST>(st, sK, warp * 16, sQ, g, t);
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -418,34 +394,10 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                 st[nt][j] = exp2f(st[nt][j] * sl2 - lq);
                 st[nt][2 + j] = exp2f(st[nt][2 + j] * sl2 - lq);
             }
-        if (d_v) {
-#pragma unroll
-            for (int kk = 0; kk < BQ / 16; kk++) {  // dV += Pᵀ dO, 16 queries per step
-                unsigned pa[4];
-                att_tc_c_to_a(pa, st[2 * kk], st[2 * kk + 1]);
-#pragma unroll
-                for (int dt = 0; dt < NT; dt++) {
-                    unsigned b0, b1;
-                    att_tc_load_b<DS>(b0, b1, sdO, kk * 16, dt * 8, g, t);
-                    att_tc_mma(dv[dt], pa, b0, b1);
-                }
-            }
-        }
+        if (d_v) att_tc_pv<DS, ST, NT>(dv, st, sdO, g, t);  // dV += Pᵀ dO
         if (with_dk) {
-            float dpt[ST][4];  // dPᵀ = V dOᵀ
-#pragma unroll
-            for (int nt = 0; nt < ST; nt++) dpt[nt][0] = dpt[nt][1] = dpt[nt][2] = dpt[nt][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KT; kk++) {
-                unsigned va[4];
-                att_tc_load_a<DS>(va, sV, warp * 16, kk * 16, g, t);
-#pragma unroll
-                for (int nt = 0; nt < ST; nt++) {
-                    unsigned b0, b1;
-                    att_tc_load_bt<DS>(b0, b1, sdO, nt * 8, kk * 16, g, t);
-                    att_tc_mma(dpt[nt], va, b0, b1);
-                }
-            }
+            float dpt[ST][4];
+            att_tc_abt<DS, KT, ST>(dpt, sV, warp * 16, sdO, g, t);  // dPᵀ = V dOᵀ
 #pragma unroll
             for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -454,17 +406,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                     st[nt][j] *= dpt[nt][j] - dl;  // dSᵀ
                     st[nt][2 + j] *= dpt[nt][2 + j] - dl;
                 }
-#pragma unroll
-            for (int kk = 0; kk < BQ / 16; kk++) {  // dK += dSᵀ Q
-                unsigned sa[4];
-                att_tc_c_to_a(sa, st[2 * kk], st[2 * kk + 1]);
-#pragma unroll
-                for (int dt = 0; dt < NT; dt++) {
-                    unsigned b0, b1;
-                    att_tc_load_b<DS>(b0, b1, sQ, kk * 16, dt * 8, g, t);
-                    att_tc_mma(dk[dt], sa, b0, b1);
-                }
-            }
+            att_tc_pv<DS, ST, NT>(dk, st, sQ, g, t);  // dK += dSᵀ Q
         }
     }
     const size_t base = (size_t)b * Lk * HD + (size_t)h * D;

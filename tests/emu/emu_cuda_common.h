@@ -14,6 +14,10 @@ typedef int cudaError_t;
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 struct EmuProps { size_t sharedMemPerBlockOptin; };
 struct CudaState { int device; EmuProps props; };
+// The emulated backend's state and workspace under their own names: the real ones (kernels/cuda) may be linked
+// into the same test through libdiffurl_core.
+#define cuda_state emu_cuda_state
+#define cuda_workspace emu_cuda_workspace
 CudaState *cuda_state(Backend *be);
 static inline cudaStream_t cuda_stream(Backend *be) { (void)cuda_state(be); return 0; }
 void *cuda_workspace(Backend *be, size_t bytes);
