@@ -1,4 +1,9 @@
 // harness.c — see harness.h.
+#define _GNU_SOURCE  // setenv, posix_spawn
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "harness.h"
 
 #include <stdarg.h>
@@ -328,4 +333,50 @@ float *ddim_random_coefs(TestRng *rng, int B, DdimPrediction pred, float clip, d
     }
     ddim_schedule_free(&s);
     return coef;
+}
+
+extern char **environ;
+
+int test_run_self_with_env(const char *name, const char *value, char *out, size_t cap) {
+    int fds[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0) DF_FATAL("posix_spawn_file_actions_init failed");
+    if (out) {
+        if (pipe(fds) != 0) DF_FATAL("pipe failed");
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+        posix_spawn_file_actions_addclose(&fa, fds[0]);
+        posix_spawn_file_actions_addclose(&fa, fds[1]);
+    }
+    if (setenv(name, value, 1) != 0) DF_FATAL("setenv failed");
+    fflush(stdout);
+    fflush(stderr);
+    char self[] = "/proc/self/exe";
+    char *argv[] = {self, NULL};
+    pid_t pid;
+    const int err = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+    unsetenv(name);
+    posix_spawn_file_actions_destroy(&fa);
+    if (out) close(fds[1]);
+    if (err != 0) {
+        if (out) close(fds[0]);
+        printf("posix_spawn of %s failed: %s\n", self, strerror(err));
+        return -1;
+    }
+    if (out) {
+        size_t len = 0;
+        char sink[4096];
+        for (;;) {  // read to EOF (the child could block on a full pipe otherwise)
+            char *dst = len + 1 < cap ? out + len : sink;
+            const size_t room = len + 1 < cap ? cap - 1 - len : sizeof sink;
+            const ssize_t got = read(fds[0], dst, room);
+            if (got <= 0) break;
+            if (dst != sink) len += (size_t)got;
+        }
+        out[len] = '\0';
+        close(fds[0]);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

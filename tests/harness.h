@@ -94,6 +94,12 @@ bool check_grad_fd(const char *what, LossFn loss, void *ctx, float *x, size_t n,
 // Exits 77 (ctest SKIP) with a message when no CUDA device is present; else returns the CUDA backend.
 Backend *test_require_cuda(void);
 
+// Runs this test binary again (/proc/self/exe, no arguments) with the environment variable `name` set to
+// `value` and returns its exit status (-1 when it did not exit normally). With out != NULL its stdout and stderr
+// are captured into out (NUL-terminated, at most cap − 1 bytes kept, the rest read and dropped); otherwise they
+// go to ours. For settings read once per process (e.g. DIFFURL_CUDA_ATTENTION).
+int test_run_self_with_env(const char *name, const char *value, char *out, size_t cap);
+
 // Device helpers for GPU tests: upload a host array into a fresh device buffer; download into host.
 float *dev_upload(Backend *be, const float *host, size_t n);
 void dev_download(Backend *be, float *host, const float *dev, size_t n);

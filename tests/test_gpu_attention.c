@@ -14,15 +14,9 @@
 // checks the default path ("auto": the FFMA fused kernels for fp32), then runs itself again with
 // DIFFURL_CUDA_ATTENTION=gemm (every check on the cuBLAS path) and with an unknown value (which must be a fatal
 // error that names the value).
-#define _GNU_SOURCE  // setenv, posix_spawn
-#include <spawn.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "harness.h"
-
-extern char **environ;
 
 #define PATH_ENV "DIFFURL_CUDA_ATTENTION"
 
@@ -160,53 +154,6 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
-// Runs this test binary again with DIFFURL_CUDA_ATTENTION=value and returns its exit status (-1 when it did
-// not exit normally). With out != NULL its stdout and stderr are captured there (NUL-terminated, at most cap-1
-// bytes kept); otherwise they go to ours.
-static int run_self_with_path(const char *value, char *out, size_t cap) {
-    int fds[2] = {-1, -1};
-    posix_spawn_file_actions_t fa;
-    if (posix_spawn_file_actions_init(&fa) != 0) DF_FATAL("posix_spawn_file_actions_init failed");
-    if (out) {
-        if (pipe(fds) != 0) DF_FATAL("pipe failed");
-        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-        posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-        posix_spawn_file_actions_addclose(&fa, fds[0]);
-        posix_spawn_file_actions_addclose(&fa, fds[1]);
-    }
-    if (setenv(PATH_ENV, value, 1) != 0) DF_FATAL("setenv failed");
-    fflush(stdout);
-    fflush(stderr);
-    char self[] = "/proc/self/exe";
-    char *argv[] = {self, NULL};
-    pid_t pid;
-    const int err = posix_spawn(&pid, self, &fa, NULL, argv, environ);
-    unsetenv(PATH_ENV);
-    posix_spawn_file_actions_destroy(&fa);
-    if (out) close(fds[1]);
-    if (err != 0) {
-        if (out) close(fds[0]);
-        printf("posix_spawn of %s failed: %s\n", self, strerror(err));
-        return -1;
-    }
-    if (out) {
-        size_t len = 0;
-        char sink[4096];
-        for (;;) {  // read to EOF (the child could block on a full pipe otherwise)
-            char *dst = len + 1 < cap ? out + len : sink;
-            const size_t room = len + 1 < cap ? cap - 1 - len : sizeof sink;
-            const ssize_t got = read(fds[0], dst, room);
-            if (got <= 0) break;
-            if (dst != sink) len += (size_t)got;
-        }
-        out[len] = '\0';
-        close(fds[0]);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 int main(void) {
     Backend *gpu = test_require_cuda();
     Backend *cpu = backend_cpu_create(0);
@@ -250,11 +197,11 @@ int main(void) {
                                                                         : "test_gpu_attention (child)");
 
     // The same checks on the cuBLAS path, in a child process (the variable is read once per process).
-    const int rc_gemm = run_self_with_path("gemm", NULL, 0);
+    const int rc_gemm = test_run_self_with_env(PATH_ENV, "gemm", NULL, 0);
     CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
     // An unknown value stops at the first attention call with a message naming it.
     static char log[1 << 16];
-    const int rc_bad = run_self_with_path("no-such-path", log, sizeof log);
+    const int rc_bad = test_run_self_with_env(PATH_ENV, "no-such-path", log, sizeof log);
     CHECK(rc_bad != 0 && rc_bad != TEST_SKIP_CODE && strstr(log, "no-such-path") && strstr(log, PATH_ENV),
           "DIFFURL_CUDA_ATTENTION=no-such-path is a fatal error naming the value (child exit %d)", rc_bad);
     if (rc_bad == 0) printf("child output:\n%s\n", log);

@@ -28,15 +28,9 @@
 //  - the same values at other alignments give the same bits: inputs at element offsets 1, 2, 4 and outputs at
 //    1, 2 of their allocations, and single tensors misaligned (d_out; v, d_q, d_k, d_v) (the kernels' 16-, 8-,
 //    4-byte and scalar global accesses; the least aligned tensor of a kernel decides its width).
-#define _GNU_SOURCE  // setenv, posix_spawn
-#include <spawn.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "harness.h"
-
-extern char **environ;
 
 #define PATH_ENV "DIFFURL_CUDA_ATTENTION"
 
@@ -356,26 +350,6 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
-// Runs this test binary again with DIFFURL_CUDA_ATTENTION=value and returns its exit status (-1 when it did
-// not exit normally); its output goes to ours.
-static int run_self_with_path(const char *value) {
-    if (setenv(PATH_ENV, value, 1) != 0) DF_FATAL("setenv failed");
-    fflush(stdout);
-    fflush(stderr);
-    char self[] = "/proc/self/exe";
-    char *argv[] = {self, NULL};
-    pid_t pid;
-    const int err = posix_spawn(&pid, self, NULL, NULL, argv, environ);
-    unsetenv(PATH_ENV);
-    if (err != 0) {
-        printf("posix_spawn of %s failed: %s\n", self, strerror(err));
-        return -1;
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 int main(void) {
     Backend *gpu = test_require_cuda();
     Backend *cpu = backend_cpu_create(0);
@@ -419,10 +393,10 @@ int main(void) {
 
     // The same checks on the FFMA fused kernels for every head_dim they take, and on the gemm path (the bf16
     // fallback around cuBLAS), each in a child process (the variable is read once per process).
-    const int rc_fma = run_self_with_path("fma");
+    const int rc_fma = test_run_self_with_env(PATH_ENV, "fma", NULL, 0);
     CHECK(rc_fma == 0, "DIFFURL_CUDA_ATTENTION=fma: every check passes on the FFMA fused kernels (child exit %d)",
           rc_fma);
-    const int rc_gemm = run_self_with_path("gemm");
+    const int rc_gemm = test_run_self_with_env(PATH_ENV, "gemm", NULL, 0);
     CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
     return test_finish("test_gpu_attention_bf16");
 }
