@@ -59,6 +59,12 @@ float *test_alloc_normal(TestRng *rng, size_t n, float stddev) {
     return x;
 }
 
+float *test_alloc_zero(size_t n) {
+    float *x = DF_MALLOC((n ? n : 1) * sizeof(float), "test tensor");
+    memset(x, 0, n * sizeof(float));
+    return x;
+}
+
 float *test_alloc_copy(const float *x, size_t n) {
     float *y = DF_MALLOC(n * sizeof(float), "test tensor copy");
     memcpy(y, x, n * sizeof(float));
@@ -379,4 +385,62 @@ int test_run_self_with_env(const char *name, const char *value, char *out, size_
     int status = 0;
     if (waitpid(pid, &status, 0) != pid) return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static size_t conv_in_index(const Conv2dShape *s, int b, int h, int w, int c) {
+    return (((size_t)b * s->H + h) * s->W + w) * s->C_in + c;
+}
+static size_t conv_w_index(const Conv2dShape *s, int co, int kh, int kw, int ci) {
+    return (((size_t)co * s->KH + kh) * s->KW + kw) * s->C_in + ci;
+}
+
+void conv2d_naive_backward(const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
+                           const float *in, const float *w) {
+    int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
+    size_t n_in = (size_t)s->B * s->H * s->W * s->C_in, n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
+    double *gi = DF_MALLOC(n_in * sizeof(double), "naive d_in"), *gw = DF_MALLOC(n_w * sizeof(double), "naive d_w");
+    double *gb = DF_MALLOC((size_t)s->C_out * sizeof(double), "naive d_b");
+    memset(gi, 0, n_in * sizeof(double));
+    memset(gw, 0, n_w * sizeof(double));
+    memset(gb, 0, (size_t)s->C_out * sizeof(double));
+    for (int b = 0; b < s->B; b++)
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++)
+                for (int co = 0; co < s->C_out; co++) {
+                    double g = d_out[(((size_t)b * Ho + oh) * Wo + ow) * s->C_out + co];
+                    gb[co] += g;
+                    for (int kh = 0; kh < s->KH; kh++)
+                        for (int kw = 0; kw < s->KW; kw++) {
+                            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
+                            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                            for (int ci = 0; ci < s->C_in; ci++) {
+                                gi[conv_in_index(s, b, ih, iw, ci)] += g * w[conv_w_index(s, co, kh, kw, ci)];
+                                gw[conv_w_index(s, co, kh, kw, ci)] += g * in[conv_in_index(s, b, ih, iw, ci)];
+                            }
+                        }
+                }
+    for (size_t i = 0; i < n_in; i++) d_in[i] = (float)gi[i];
+    for (size_t i = 0; i < n_w; i++) d_w[i] = (float)(d_w[i] + gw[i]);
+    for (int i = 0; i < s->C_out; i++) d_b[i] = (float)(d_b[i] + gb[i]);
+    free(gi); free(gw); free(gb);
+}
+
+void linear_naive_backward(float *d_in, float *d_w, float *d_b, const float *d_out, const float *in,
+                           const float *w, int M, int K, int N) {
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) acc += (double)d_out[(size_t)m * N + n] * w[(size_t)n * K + k];
+            d_in[(size_t)m * K + k] = (float)acc;
+        }
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++) {
+            double acc = d_w[(size_t)n * K + k];
+            for (int m = 0; m < M; m++) acc += (double)d_out[(size_t)m * N + n] * in[(size_t)m * K + k];
+            d_w[(size_t)n * K + k] = (float)acc;
+        }
+        double acc = d_b[n];
+        for (int m = 0; m < M; m++) acc += d_out[(size_t)m * N + n];
+        d_b[n] = (float)acc;
+    }
 }

@@ -41,6 +41,7 @@ void fill_uniform(TestRng *rng, float *x, size_t n, float lo, float hi);
 void fill_normal(TestRng *rng, float *x, size_t n, float stddev);
 float *test_alloc_normal(TestRng *rng, size_t n, float stddev);  // malloc'd, N(0, stddev²)
 float *test_alloc_copy(const float *x, size_t n);
+float *test_alloc_zero(size_t n);  // malloc'd, zeros
 
 // The bits of a float and back (memcpy, no aliasing games).
 uint32_t float_bits(float x);
@@ -133,6 +134,13 @@ double bf16_ulp(double x);
 // element out[b, oh, ow, co]: an independent reference for sampled elements. bias may be NULL.
 double conv2d_naive_at(const Conv2dShape *s, const float *in, const float *w, const float *bias, int b, int oh, int ow,
                        int co);
+// Naive backward in double, independent references: d_in (=); d_w and d_b added onto their contents (zero them
+// for the increments). conv2d: the Conv2dBackwardFn contract (d_in [B,H,W,Cin], d_w [Cout,KH,KW,Cin], d_b [Cout]);
+// linear: d_in [M,K] = d_out·w, d_w [N,K] += d_outᵀ·in, d_b [N] += Σ_m d_out.
+void conv2d_naive_backward(const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
+                           const float *in, const float *w);
+void linear_naive_backward(float *d_in, float *d_w, float *d_b, const float *d_out, const float *in, const float *w,
+                           int M, int K, int N);
 
 // B DDIM coefficient rows (malloc'd) from the SD-1.x schedule, N = 20, random timesteps of it, with the given
 // prediction type, clip range (0: none) and eta.

@@ -10,13 +10,6 @@
 
 // ---- naive references (double) -------------------------------------------------------------------------
 
-static size_t in_index(const Conv2dShape *s, int b, int h, int w, int c) {
-    return (((size_t)b * s->H + h) * s->W + w) * s->C_in + c;
-}
-static size_t w_index(const Conv2dShape *s, int co, int kh, int kw, int ci) {
-    return (((size_t)co * s->KH + kh) * s->KW + kw) * s->C_in + ci;
-}
-
 static void naive_forward(const Conv2dShape *s, float *out, const float *in, const float *w, const float *bias) {
     int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
     for (int b = 0; b < s->B; b++)
@@ -25,34 +18,6 @@ static void naive_forward(const Conv2dShape *s, float *out, const float *in, con
                 for (int co = 0; co < s->C_out; co++)
                     out[(((size_t)b * Ho + oh) * Wo + ow) * s->C_out + co] =
                         (float)conv2d_naive_at(s, in, w, bias, b, oh, ow, co);
-}
-
-// d_in (=), d_w and d_b added onto their prefilled contents.
-static void naive_backward(const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
-                           const float *in, const float *w) {
-    int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s);
-    size_t n_in = (size_t)s->B * s->H * s->W * s->C_in, n_w = (size_t)s->C_out * s->KH * s->KW * s->C_in;
-    double *gi = calloc(n_in, sizeof(double)), *gw = calloc(n_w, sizeof(double)), *gb = calloc(s->C_out, sizeof(double));
-    for (int b = 0; b < s->B; b++)
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++)
-                for (int co = 0; co < s->C_out; co++) {
-                    double g = d_out[(((size_t)b * Ho + oh) * Wo + ow) * s->C_out + co];
-                    gb[co] += g;
-                    for (int kh = 0; kh < s->KH; kh++)
-                        for (int kw = 0; kw < s->KW; kw++) {
-                            int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
-                            if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
-                            for (int ci = 0; ci < s->C_in; ci++) {
-                                gi[in_index(s, b, ih, iw, ci)] += g * w[w_index(s, co, kh, kw, ci)];
-                                gw[w_index(s, co, kh, kw, ci)] += g * in[in_index(s, b, ih, iw, ci)];
-                            }
-                        }
-                }
-    for (size_t i = 0; i < n_in; i++) d_in[i] = (float)gi[i];
-    for (size_t i = 0; i < n_w; i++) d_w[i] = (float)(d_w[i] + gw[i]);
-    for (int i = 0; i < s->C_out; i++) d_b[i] = (float)(d_b[i] + gb[i]);
-    free(gi); free(gw); free(gb);
 }
 
 // ---- finite-difference loss -----------------------------------------------------------------------------
@@ -97,7 +62,7 @@ static void test_shape(Backend *be, TestRng *rng, Conv2dShape s, bool with_bias,
 
     float *r_in = DF_MALLOC(n_in * sizeof(float), "r_in");
     float *r_w = test_alloc_copy(d_w0, n_w), *r_b = test_alloc_copy(d_b0, nb);
-    naive_backward(&s, r_in, r_w, r_b, d_out, in, w);
+    conv2d_naive_backward(&s, r_in, r_w, r_b, d_out, in, w);
     check_close("d_in vs naive (=)", d_in, r_in, n_in, 1e-5);
     check_close("d_weight vs naive (+= onto prefill)", d_w, r_w, n_w, 1e-5);
     if (with_bias) check_close("d_bias vs naive (+= onto prefill)", d_b, r_b, nb, 1e-5);

@@ -17,53 +17,6 @@
 
 #include "harness.h"
 
-// Naive double backward of the widened operands: d_in [B,H,W,Cin] (=), inc_w [Cout,KH,KW,Cin] and inc_b [Cout]
-// (the increments, no prefill).
-static void naive_backward(const Conv2dShape *s, float *d_in, float *inc_w, float *inc_b, const float *d_out,
-                           const float *in, const float *w) {
-    const int Ho = conv2d_out_h(s), Wo = conv2d_out_w(s), Cin = s->C_in, Cout = s->C_out;
-    for (int b = 0; b < s->B; b++)
-        for (int ih = 0; ih < s->H; ih++)
-            for (int iw = 0; iw < s->W; iw++)
-                for (int ci = 0; ci < Cin; ci++) {
-                    double acc = 0.0;
-                    for (int kh = 0; kh < s->KH; kh++) {
-                        int th = ih + s->pad - kh;  // = oh * stride
-                        if (th < 0 || th % s->stride || th / s->stride >= Ho) continue;
-                        for (int kw = 0; kw < s->KW; kw++) {
-                            int tw = iw + s->pad - kw;
-                            if (tw < 0 || tw % s->stride || tw / s->stride >= Wo) continue;
-                            const float *g = d_out + (((size_t)b * Ho + th / s->stride) * Wo + tw / s->stride) * Cout;
-                            for (int co = 0; co < Cout; co++)
-                                acc += (double)g[co] * w[(((size_t)co * s->KH + kh) * s->KW + kw) * Cin + ci];
-                        }
-                    }
-                    d_in[(((size_t)b * s->H + ih) * s->W + iw) * Cin + ci] = (float)acc;
-                }
-    for (int co = 0; co < Cout; co++) {
-        for (int kh = 0; kh < s->KH; kh++)
-            for (int kw = 0; kw < s->KW; kw++)
-                for (int ci = 0; ci < Cin; ci++) {
-                    double acc = 0.0;
-                    for (int b = 0; b < s->B; b++)
-                        for (int oh = 0; oh < Ho; oh++) {
-                            int ih = oh * s->stride - s->pad + kh;
-                            if (ih < 0 || ih >= s->H) continue;
-                            for (int ow = 0; ow < Wo; ow++) {
-                                int iw = ow * s->stride - s->pad + kw;
-                                if (iw < 0 || iw >= s->W) continue;
-                                acc += (double)d_out[(((size_t)b * Ho + oh) * Wo + ow) * Cout + co] *
-                                       in[(((size_t)b * s->H + ih) * s->W + iw) * Cin + ci];
-                            }
-                        }
-                    inc_w[(((size_t)co * s->KH + kh) * s->KW + kw) * Cin + ci] = (float)acc;
-                }
-        double acc = 0.0;
-        for (size_t r = 0; r < (size_t)s->B * Ho * Wo; r++) acc += d_out[r * Cout + co];
-        inc_b[co] = (float)acc;
-    }
-}
-
 static void test_conv_bwd_bf16(Backend *cpu, TestRng *rng, Conv2dShape s) {
     char tag[128];
     snprintf(tag, sizeof tag, "conv_bwd_bf16 B=%d %dx%d %d->%d k%dx%d s%d p%d", s.B, s.H, s.W, s.C_in, s.C_out, s.KH,
@@ -93,9 +46,9 @@ static void test_conv_bwd_bf16(Backend *cpu, TestRng *rng, Conv2dShape s) {
     CHECK(bitwise_equal(db, db_ref, n_b * sizeof(float)), "%s: d_bias bitwise equals the fp32 op's", tag);
 
     // Independent: naive double backward.
-    float *r_in = DF_MALLOC(n_in * sizeof(float), "naive d_in"), *r_w = DF_MALLOC(n_w * sizeof(float), "naive dw");
-    float *r_b = DF_MALLOC(n_b * sizeof(float), "naive db");
-    naive_backward(&s, r_in, r_w, r_b, d_out_f, in_f, w_f);
+    float *r_in = DF_MALLOC(n_in * sizeof(float), "naive d_in"), *r_w = test_alloc_zero(n_w);  // increments:
+    float *r_b = test_alloc_zero(n_b);                                                                // from zero
+    conv2d_naive_backward(&s, r_in, r_w, r_b, d_out_f, in_f, w_f);
     float *din_f = bf16_widen_new(din, n_in);
     check_named(tag, "d_in vs naive double", din_f, r_in, n_in, TOL_BF16);
     size_t far = 0;

@@ -18,27 +18,6 @@ static void naive_forward(float *out, const float *in, const float *w, const flo
         }
 }
 
-// d_in = d_out · w (=); d_w = prefill + d_outᵀ · in; d_b = prefill + Σ_m d_out
-static void naive_backward(float *d_in, float *d_w, float *d_b, const float *d_out, const float *in,
-                           const float *w, int M, int K, int N) {
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) {
-            double acc = 0.0;
-            for (int n = 0; n < N; n++) acc += (double)d_out[(size_t)m * N + n] * w[(size_t)n * K + k];
-            d_in[(size_t)m * K + k] = (float)acc;
-        }
-    for (int n = 0; n < N; n++) {
-        for (int k = 0; k < K; k++) {
-            double acc = d_w[(size_t)n * K + k];
-            for (int m = 0; m < M; m++) acc += (double)d_out[(size_t)m * N + n] * in[(size_t)m * K + k];
-            d_w[(size_t)n * K + k] = (float)acc;
-        }
-        double acc = d_b[n];
-        for (int m = 0; m < M; m++) acc += d_out[(size_t)m * N + n];
-        d_b[n] = (float)acc;
-    }
-}
-
 // ---- finite-difference loss -----------------------------------------------------------------------------
 
 typedef struct {
@@ -79,7 +58,7 @@ static void test_shape(Backend *be, TestRng *rng, int M, int K, int N, bool with
 
     float *r_in = DF_MALLOC(n_in * sizeof(float), "r_in");
     float *r_w = test_alloc_copy(d_w0, n_w), *r_b = test_alloc_copy(d_b0, N);
-    naive_backward(r_in, r_w, r_b, d_out, in, w, M, K, N);
+    linear_naive_backward(r_in, r_w, r_b, d_out, in, w, M, K, N);
     check_close("d_in vs naive (=)", d_in, r_in, n_in, 1e-5);
     check_close("d_weight vs naive (+= onto prefill)", d_w, r_w, n_w, 1e-5);
     if (with_bias) check_close("d_bias vs naive (+= onto prefill)", d_b, r_b, N, 1e-5);

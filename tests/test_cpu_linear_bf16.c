@@ -17,27 +17,6 @@
 
 #include "harness.h"
 
-// Naive double backward: d_in [M,K] = d_out · w; inc_w [N,K] = d_outᵀ · in; inc_b [N] = Σ_m d_out (no prefill).
-static void naive_backward(float *d_in, float *inc_w, float *inc_b, const float *d_out, const float *in,
-                           const float *w, int M, int K, int N) {
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) {
-            double acc = 0.0;
-            for (int n = 0; n < N; n++) acc += (double)d_out[(size_t)m * N + n] * w[(size_t)n * K + k];
-            d_in[(size_t)m * K + k] = (float)acc;
-        }
-    for (int n = 0; n < N; n++) {
-        for (int k = 0; k < K; k++) {
-            double acc = 0.0;
-            for (int m = 0; m < M; m++) acc += (double)d_out[(size_t)m * N + n] * in[(size_t)m * K + k];
-            inc_w[(size_t)n * K + k] = (float)acc;
-        }
-        double acc = 0.0;
-        for (int m = 0; m < M; m++) acc += d_out[(size_t)m * N + n];
-        inc_b[n] = (float)acc;
-    }
-}
-
 static uint16_t *bf16_copy(const uint16_t *x, size_t n) {
     uint16_t *y = DF_MALLOC((n ? n : 1) * sizeof(uint16_t), "bf16 copy");
     memcpy(y, x, n * sizeof(uint16_t));
@@ -72,9 +51,9 @@ static void test_shape(Backend *cpu, TestRng *rng, int M, int K, int N) {
     CHECK(bitwise_equal(db, db_ref, (size_t)N * sizeof(float)), "%s: d_bias bitwise equals the fp32 op's", tag);
 
     // Independent: a naive double backward of the widened operands.
-    float *r_in = DF_MALLOC(n_in * sizeof(float), "naive d_in"), *r_w = DF_MALLOC(n_w * sizeof(float), "naive dw");
-    float *r_b = DF_MALLOC((size_t)N * sizeof(float), "naive db");
-    naive_backward(r_in, r_w, r_b, d_out_f, in_f, w_f, M, K, N);
+    float *r_in = DF_MALLOC(n_in * sizeof(float), "naive d_in"), *r_w = test_alloc_zero(n_w);  // increments:
+    float *r_b = test_alloc_zero((size_t)N);                                                          // from zero
+    linear_naive_backward(r_in, r_w, r_b, d_out_f, in_f, w_f, M, K, N);
     float *din_f = bf16_widen_new(din, n_in);
     check_named(tag, "d_in vs naive double", din_f, r_in, n_in, TOL_BF16);
     size_t far = 0;

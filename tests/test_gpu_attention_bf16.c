@@ -202,14 +202,8 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     const int HD = s.heads * s.head_dim;
     const size_t nq = (size_t)s.B * s.Lq * HD, nk = (size_t)s.B * s.Lk * HD, nl = (size_t)s.B * s.heads * s.Lq;
     const float scale = 1.0f / sqrtf((float)s.head_dim);
-    float *q32 = test_alloc_normal(rng, nq, in_std), *k32 = test_alloc_normal(rng, nk, in_std);  // [B, Lq|Lk, HD]
-    float *v32 = test_alloc_normal(rng, nk, 1.0f), *do32 = test_alloc_normal(rng, nq, 1.0f);
-    uint16_t *q = bf16_round_new(q32, nq), *k = bf16_round_new(k32, nk), *v = bf16_round_new(v32, nk);
-    uint16_t *dout = bf16_round_new(do32, nq);
-    free(q32);
-    free(k32);
-    free(v32);
-    free(do32);
+    uint16_t *q = bf16_alloc_normal(rng, nq, in_std), *k = bf16_alloc_normal(rng, nk, in_std);  // [B, Lq|Lk, HD]
+    uint16_t *v = bf16_alloc_normal(rng, nk, 1.0f), *dout = bf16_alloc_normal(rng, nq, 1.0f);
 
     // CPU bf16 reference.
     uint16_t *out_c = host_poison_bf16(nq), *dq_c = host_poison_bf16(nq), *dk_c = host_poison_bf16(nk);
