@@ -444,3 +444,86 @@ void linear_naive_backward(float *d_in, float *d_w, float *d_b, const float *d_o
         d_b[n] = (float)acc;
     }
 }
+
+// P [Lq, Lk] of head (b, h) in double, and lse [Lq] when asked.
+static void attention_naive_probs(const AttentionShape *s, int b, int h, float scale, const float *q, const float *k,
+                        double *P, double *lse) {
+    int HD = s->heads * s->head_dim, D = s->head_dim;
+    for (int i = 0; i < s->Lq; i++) {
+        double m = -INFINITY;
+        for (int j = 0; j < s->Lk; j++) {
+            double acc = 0.0;
+            for (int d = 0; d < D; d++)
+                acc += (double)q[((size_t)b * s->Lq + i) * HD + h * D + d] * k[((size_t)b * s->Lk + j) * HD + h * D + d];
+            P[(size_t)i * s->Lk + j] = scale * acc;
+            if (P[(size_t)i * s->Lk + j] > m) m = P[(size_t)i * s->Lk + j];
+        }
+        double sum = 0.0;
+        for (int j = 0; j < s->Lk; j++) sum += exp(P[(size_t)i * s->Lk + j] - m);
+        for (int j = 0; j < s->Lk; j++) P[(size_t)i * s->Lk + j] = exp(P[(size_t)i * s->Lk + j] - m) / sum;
+        if (lse) lse[i] = m + log(sum);
+    }
+}
+
+void attention_naive_forward(const AttentionShape *s, float scale, float *out, float *lse, const float *q,
+                          const float *k, const float *v) {
+    int HD = s->heads * s->head_dim, D = s->head_dim;
+    double *P = DF_MALLOC((size_t)s->Lq * s->Lk * sizeof(double), "naive P");
+    double *l = DF_MALLOC((size_t)s->Lq * sizeof(double), "naive lse");
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->heads; h++) {
+            attention_naive_probs(s, b, h, scale, q, k, P, l);
+            for (int i = 0; i < s->Lq; i++) {
+                lse[((size_t)b * s->heads + h) * s->Lq + i] = (float)l[i];
+                for (int d = 0; d < D; d++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < s->Lk; j++)
+                        acc += P[(size_t)i * s->Lk + j] * v[((size_t)b * s->Lk + j) * HD + h * D + d];
+                    out[((size_t)b * s->Lq + i) * HD + h * D + d] = (float)acc;
+                }
+            }
+        }
+    free(P); free(l);
+}
+
+// Straight from the chain rule, all in double (no saved lse or out): out_i = Σ_j P_ij v_j,
+// dP_ij = dO_i·v_j, dS_ij = P_ij (dP_ij − Σ_l P_il dP_il), dq_i = scale Σ_j dS_ij k_j, dk_j = scale Σ_i dS_ij q_i.
+void attention_naive_backward(const AttentionShape *s, float scale, float *d_q, float *d_k, float *d_v,
+                           const float *d_out, const float *q, const float *k, const float *v) {
+    int HD = s->heads * s->head_dim, D = s->head_dim, Lq = s->Lq, Lk = s->Lk;
+    double *P = DF_MALLOC((size_t)Lq * Lk * sizeof(double), "naive P");
+    double *dP = DF_MALLOC((size_t)Lq * Lk * sizeof(double), "naive dP");
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->heads; h++) {
+            const float *qh = q + (size_t)b * Lq * HD + h * D, *dOh = d_out + (size_t)b * Lq * HD + h * D;
+            const float *kh = k + (size_t)b * Lk * HD + h * D, *vh = v + (size_t)b * Lk * HD + h * D;
+            attention_naive_probs(s, b, h, scale, q, k, P, NULL);
+            for (int i = 0; i < Lq; i++) {
+                double rowdot = 0.0;
+                for (int j = 0; j < Lk; j++) {
+                    double acc = 0.0;
+                    for (int d = 0; d < D; d++) acc += (double)dOh[(size_t)i * HD + d] * vh[(size_t)j * HD + d];
+                    dP[(size_t)i * Lk + j] = acc;
+                    rowdot += P[(size_t)i * Lk + j] * acc;
+                }
+                for (int j = 0; j < Lk; j++) dP[(size_t)i * Lk + j] = P[(size_t)i * Lk + j] * (dP[(size_t)i * Lk + j] - rowdot);
+            }
+            for (int i = 0; i < Lq; i++)
+                for (int d = 0; d < D; d++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < Lk; j++) acc += dP[(size_t)i * Lk + j] * kh[(size_t)j * HD + d];
+                    d_q[((size_t)b * Lq + i) * HD + h * D + d] = (float)(scale * acc);
+                }
+            for (int j = 0; j < Lk; j++)
+                for (int d = 0; d < D; d++) {
+                    double ak = 0.0, av = 0.0;
+                    for (int i = 0; i < Lq; i++) {
+                        ak += dP[(size_t)i * Lk + j] * qh[(size_t)i * HD + d];
+                        av += P[(size_t)i * Lk + j] * dOh[(size_t)i * HD + d];
+                    }
+                    d_k[((size_t)b * Lk + j) * HD + h * D + d] = (float)(scale * ak);
+                    d_v[((size_t)b * Lk + j) * HD + h * D + d] = (float)av;
+                }
+        }
+    free(P); free(dP);
+}

@@ -139,6 +139,12 @@ double conv2d_naive_at(const Conv2dShape *s, const float *in, const float *w, co
 // linear: d_in [M,K] = d_out·w, d_w [N,K] += d_outᵀ·in, d_b [N] += Σ_m d_out.
 void conv2d_naive_backward(const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
                            const float *in, const float *w);
+// Naive attention in double, straight from the definition (backend.h's AttentionShape; q, out, d_q, d_out
+// [B, Lq, HD], k, v, d_k, d_v [B, Lk, HD], lse [B, heads, Lq]); the backward recomputes P (no saved lse or out).
+void attention_naive_forward(const AttentionShape *s, float scale, float *out, float *lse, const float *q,
+                             const float *k, const float *v);
+void attention_naive_backward(const AttentionShape *s, float scale, float *d_q, float *d_k, float *d_v,
+                              const float *d_out, const float *q, const float *k, const float *v);
 void linear_naive_backward(float *d_in, float *d_w, float *d_b, const float *d_out, const float *in, const float *w,
                            int M, int K, int N);
 

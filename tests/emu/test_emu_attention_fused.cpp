@@ -8,11 +8,14 @@
 //      than a bf16 step + 1e-5·rms from the CPU's, none more than a step + 1e-3·rms;
 //   1b. the backward alone on the CPU's out and lse: the same bounds for d_q, d_k, d_v;
 //   2. bit for bit: the bf16 instance = bf16(the fp32 instance on the widened inputs), lse the same bits;
-//   3. vs a float64 naive attention on the widened inputs: < 1e-2 (lse 1e-5);
+//   3. vs the harness's naive double attention on the widened inputs: < 1e-2 (lse 1e-5);
 //   and the same bits under other thread orders, at other alignments (16-, 8-, 4-byte and scalar access paths),
 //   with lse = NULL and with gradient subsets.
 // Usage: test_emu_attention_fused [quick|tails|large|all]   (default: quick and tails)
 #include "emu_test_util.h"
+extern "C" {
+#include "harness.h"
+}
 
 #include "attention_fused_emu.inc"
 
@@ -28,15 +31,6 @@ static double rel_err(const float *a, const float *b, size_t n) {
         if (!std::isfinite(a[i])) return INFINITY;
         d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
         r += (double)b[i] * b[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
-static double rel_err_d(const float *a, const double *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!std::isfinite(a[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += b[i] * b[i];
     }
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
@@ -69,58 +63,6 @@ static std::vector<uint16_t> round16(const float *x, size_t n) {
     return y;
 }
 
-// Full forward + backward in double.
-static void naive(const AttentionShape &s, const float *q, const float *k, const float *v, const float *dout, float scale,
-                  std::vector<double> &out, std::vector<double> &lse, std::vector<double> &dq, std::vector<double> &dk,
-                  std::vector<double> &dv) {
-    const int Lq = s.Lq, Lk = s.Lk, H = s.heads, D = s.head_dim;
-    const size_t HD = (size_t)H * D;
-    out.assign((size_t)s.B * Lq * HD, 0);
-    dq.assign(out.size(), 0);
-    dk.assign((size_t)s.B * Lk * HD, 0);
-    dv.assign(dk.size(), 0);
-    lse.assign((size_t)s.B * H * Lq, 0);
-    std::vector<double> P(Lk), dP(Lk);
-    for (int b = 0; b < s.B; b++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < Lq; i++) {
-                const float *qi = q + ((size_t)b * Lq + i) * HD + h * D;
-                double m = -INFINITY;
-                for (int j = 0; j < Lk; j++) {
-                    const float *kj = k + ((size_t)b * Lk + j) * HD + h * D;
-                    double a = 0;
-                    for (int d = 0; d < D; d++) a += (double)qi[d] * kj[d];
-                    P[j] = scale * a;
-                    m = std::max(m, P[j]);
-                }
-                double sum = 0;
-                for (int j = 0; j < Lk; j++) sum += exp(P[j] - m);
-                const double l = m + log(sum);
-                lse[((size_t)b * H + h) * Lq + i] = l;
-                double *oi = &out[((size_t)b * Lq + i) * HD + h * D];
-                const float *doi = dout + ((size_t)b * Lq + i) * HD + h * D;
-                for (int j = 0; j < Lk; j++) {
-                    P[j] = exp(P[j] - l);
-                    const float *vj = v + ((size_t)b * Lk + j) * HD + h * D;
-                    double a = 0;
-                    for (int d = 0; d < D; d++) oi[d] += P[j] * vj[d], a += (double)doi[d] * vj[d];
-                    dP[j] = a;
-                }
-                double delta = 0;
-                for (int d = 0; d < D; d++) delta += doi[d] * oi[d];
-                double *dqi = &dq[((size_t)b * Lq + i) * HD + h * D];
-                for (int j = 0; j < Lk; j++) {
-                    const double ds = P[j] * (dP[j] - delta);
-                    const float *kj = k + ((size_t)b * Lk + j) * HD + h * D;
-                    double *dkj = &dk[((size_t)b * Lk + j) * HD + h * D], *dvj = &dv[((size_t)b * Lk + j) * HD + h * D];
-                    for (int d = 0; d < D; d++) {
-                        dqi[d] += scale * ds * kj[d];
-                        dkj[d] += scale * ds * qi[d];
-                        dvj[d] += P[j] * doi[d];
-                    }
-                }
-            }
-}
 
 
 // ---- one shape ---------------------------------------------------------------------------------------------
@@ -244,16 +186,17 @@ static void run_case(int B, int Lq, int Lk, int H, int D, float sd, bool orders,
         for (FBuf *f : {&fq, &fk, &fv, &fdo, &fo, &fl, &fdq, &fdk, &fdv, &fow}) f->release();
     }
 
-    // 3. vs double naive on the widened inputs (the bf16 rounding of the outputs is the main error).
+    // 3. vs the naive double attention on the widened inputs (the bf16 rounding of the outputs is the main error).
     if (do_naive) {
-        std::vector<double> o, l, gq, gk, gv;
-        naive(s, qw.data(), kw.data(), vw.data(), dow.data(), scale, o, l, gq, gk, gv);
+        std::vector<float> o(nq), l(nl), gq(nq), gk(nkv), gv(nkv);  // harness.c's double references, stored fp32
+        attention_naive_forward(&s, scale, o.data(), l.data(), qw.data(), kw.data(), vw.data());
+        attention_naive_backward(&s, scale, gq.data(), gk.data(), gv.data(), dow.data(), qw.data(), kw.data(), vw.data());
         std::vector<float> ao = widen16(u16(a.out.p()), nq), adq = widen16(u16(a.dq.p()), nq), adk = widen16(u16(a.dk.p()), nkv),
                            adv = widen16(u16(a.dv.p()), nkv);
-        const double n_out = rel_err_d(ao.data(), o.data(), nq), n_lse = rel_err_d(a.lse.p(), l.data(), nl);
-        const double n_dq = rel_err_d(adq.data(), gq.data(), nq), n_dk = rel_err_d(adk.data(), gk.data(), nkv);
-        const double n_dv = rel_err_d(adv.data(), gv.data(), nkv);
-        printf("  vs double naive (widened inputs): out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", n_out, n_lse, n_dq, n_dk, n_dv);
+        const double n_out = rel_err(ao.data(), o.data(), nq), n_lse = rel_err(a.lse.p(), l.data(), nl);
+        const double n_dq = rel_err(adq.data(), gq.data(), nq), n_dk = rel_err(adk.data(), gk.data(), nkv);
+        const double n_dv = rel_err(adv.data(), gv.data(), nkv);
+        printf("  vs the naive reference (widened inputs): out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", n_out, n_lse, n_dq, n_dk, n_dv);
         expect(n_out < 1e-2 && n_lse < 1e-5 && n_dq < 1e-2 && n_dk < 1e-2 && n_dv < 1e-2, "rel error vs naive");
     }
 
