@@ -204,6 +204,10 @@ bool check_grad_fd(const char *what, LossFn loss, void *ctx, float *x, size_t n,
     return ok;
 }
 
+// Defined (true) only by the emulated CUDA runtime of tests/emu; absent from the real backend.
+bool cuda_emulated(void) __attribute__((weak));
+bool test_cuda_emulated(void) { return cuda_emulated && cuda_emulated(); }
+
 Backend *test_require_cuda(void) {
     if (!cuda_compiled_in()) {
         printf("SKIP: built without CUDA\n");

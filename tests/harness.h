@@ -94,6 +94,8 @@ bool check_grad_fd(const char *what, LossFn loss, void *ctx, float *x, size_t n,
 
 // Exits 77 (ctest SKIP) with a message when no CUDA device is present; else returns the CUDA backend.
 Backend *test_require_cuda(void);
+// True when the CUDA backend is the CPU emulation (tests/emu): tests leave out their largest shapes there.
+bool test_cuda_emulated(void);
 
 // Runs this test binary again (/proc/self/exe, no arguments) with the environment variable `name` set to
 // `value` and returns its exit status (-1 when it did not exit normally). With out != NULL its stdout and stderr

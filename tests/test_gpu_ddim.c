@@ -145,7 +145,8 @@ static void test_philox(Backend *cpu, Backend *gpu, TestRng *rng) {
     free(coef), free(x_t), free(m), free(z), free(xp), free(lp), free(xp_g), free(lp_g);
 }
 
-// Time of one step (with log_prob) and one backward at SD latent size.
+// Time of one step (with log_prob) and one backward at SD latent size: printed, not checked (speed targets are
+// `diffurl bench`'s).
 static void bench(Backend *gpu, TestRng *rng) {
     const int B = 64, reps = 50;
     const size_t n = 4 * 64 * 64, N = (size_t)B * n;
@@ -166,8 +167,6 @@ static void bench(Backend *gpu, TestRng *rng) {
     const double ts = (t1 - t0) / reps, tb = (t2 - t1) / reps, bytes = 4.0 * 4.0 * (double)N;
     printf("timing B=%d n=%zu: step %.1f us (%.0f GB/s), backward %.1f us (%.0f GB/s)\n", B, n, ts * 1e6,
            bytes / ts / 1e9, tb * 1e6, bytes / tb / 1e9);
-    CHECK(ts < 1e-3 && tb < 1e-3, "step and backward under 1 ms at B=64 SD latents (%.1f us, %.1f us)", ts * 1e6,
-          tb * 1e6);
     float *dev_bufs[] = {g_coef, g_xt, g_m, g_z, g_xp, g_lp, g_dm, g_dlp};
     for (size_t i = 0; i < 8; i++) gpu->free(gpu, dev_bufs[i]);
     free(coef), free(x), free(d_lp);
@@ -185,7 +184,7 @@ int main(void) {
                 for (int c = 0; c < 2; c++)
                     test_case(cpu, gpu, &rng, Bs[bi], ns[ni], (DdimPrediction)pred, c ? 1.0f + 0.5f * pred : 0.0f);
     test_philox(cpu, gpu, &rng);
-    bench(gpu, &rng);
+    if (!test_cuda_emulated()) bench(gpu, &rng);  // a timing line only (the speed target is `bench sample`'s)
     backend_destroy(cpu);
     backend_destroy(gpu);
     return test_finish("gpu_ddim");

@@ -29,7 +29,12 @@ jmp_buf sched_jb;
 int cur;
 const std::function<void()> *g_fn;
 float *g_smem;
-std::vector<float> slots[2];
+std::vector<uint64_t> slots[2];
+struct SmemZone { size_t offset, bytes; };
+std::map<std::pair<const char *, int>, SmemZone> static_zones;  // this block's `__shared__` declarations
+std::vector<unsigned char> static_pool;  // their storage (48 KiB, the static shared-memory limit)
+size_t static_used;
+unsigned block_threads;
 std::vector<unsigned> mslots[2];  // [threads][6]: a0..a3, b0, b1 of each lane at an mma
 std::mt19937 rng(12345);
 
@@ -47,7 +52,8 @@ void fiber_main(int tid) {
 
 void resume(int t) {
     cur = t;
-    threadIdx = uint3{(unsigned)t, 0, 0};
+    threadIdx = uint3{(unsigned)t % blockDim.x, ((unsigned)t / blockDim.x) % blockDim.y,
+                      (unsigned)t / (blockDim.x * blockDim.y)};
     if (_setjmp(sched_jb) == 0) {
         if (!fib[t].started) {
             fib[t].started = true;
@@ -80,15 +86,35 @@ void emu_sync(int line) {
     yield_to_sched();
 }
 
-float emu_shfl_xor(unsigned mask, float v, int lane_mask, int line) {
+void *emu_static_smem(size_t bytes, size_t align, const char *file, int line) {
+    auto it = static_zones.find({file, line});
+    if (it == static_zones.end()) {
+        size_t off = (static_used + align - 1) / align * align;
+        if (off + bytes > static_pool.size()) EMU_FAIL("%s:%d: static shared memory over 48 KiB", file, line);
+        it = static_zones.emplace(std::make_pair(file, line), SmemZone{off, bytes}).first;
+        static_used = off + bytes;
+        for (size_t i = 0; i < bytes / 4; i++) memcpy(&static_pool[off + 4 * i], &SENTINEL, 4);  // NaN: unset
+    } else if (it->second.bytes != bytes) {
+        EMU_FAIL("%s:%d: one __shared__ declaration with two sizes", file, line);
+    }
+    return static_pool.data() + it->second.offset;
+}
+
+static void require_full_warp(int tid, const char *what) {
+    if ((unsigned)(tid / 32 + 1) * 32 > block_threads)
+        EMU_FAIL("%s in a partial warp (block of %u threads): lanes past the block are undefined", what, block_threads);
+}
+
+uint64_t emu_shfl_xor_bits(unsigned mask, uint64_t v, int lane_mask, int line) {
     if (mask != 0xffffffffu) EMU_FAIL("shfl with partial mask %x", mask);
+    require_full_warp(cur, "__shfl_xor_sync");
     const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
     if (lane_mask < 0 || lane_mask > 31) EMU_FAIL("bad lane mask %d", lane_mask);
     slots[p][w * 32 + lane] = v;
     fib[tid].state = AT_WARP;
     fib[tid].line = line;
     yield_to_sched();
-    const float r = slots[p][w * 32 + (lane ^ lane_mask)];
+    const uint64_t r = slots[p][w * 32 + (lane ^ lane_mask)];
     fib[tid].parity ^= 1;
     return r;
 }
@@ -99,6 +125,7 @@ static float bf16_half(unsigned reg, int hi) { return __uint_as_float(hi ? (reg 
 // A regs {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}, B regs {B[2t..][g], B[2t+8..][g]},
 // D {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}. Products exact (double), one rounding to fp32 per output.
 void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line) {
+    require_full_warp(cur, "mma.sync");
     const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
     unsigned *my = &mslots[p][(size_t)tid * 6];
     for (int i = 0; i < 4; i++) my[i] = a[i];
@@ -123,28 +150,38 @@ void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line) {
     if (lane == 0) emu_stats_mma++;
 }
 
-void emu_launch(unsigned blocks, unsigned threads, size_t smem, const std::function<void()> &f) {
-    if (threads == 0 || threads > 1024 || threads % 32) EMU_FAIL("bad block size %u", threads);
-    if (blocks == 0 || blocks > 0x7fffffffu) EMU_FAIL("bad grid %u", blocks);
+void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &f) {
+    const unsigned threads = block.x * block.y * block.z;
+    if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+        (size_t)block.x * block.y * block.z > 1024)
+        EMU_FAIL("bad block size %u x %u x %u", block.x, block.y, block.z);
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+        EMU_FAIL("bad grid %u x %u x %u", grid.x, grid.y, grid.z);
     if (smem > 232448) EMU_FAIL("dynamic smem %zu exceeds the sm_90 opt-in limit", smem);
     init_fibers();
-    slots[0].assign(threads, NAN);
-    slots[1].assign(threads, NAN);
-    mslots[0].assign(threads * 6, 0xdeadbeefu);
-    mslots[1].assign(threads * 6, 0xdeadbeefu);
+    const unsigned lanes = (threads + 31) / 32 * 32;
+    block_threads = threads;
+    slots[0].assign(lanes, 0x7fc000007fc00000ull);
+    slots[1].assign(lanes, 0x7fc000007fc00000ull);
+    mslots[0].assign(lanes * 6, 0xdeadbeefu);
+    mslots[1].assign(lanes * 6, 0xdeadbeefu);
+    static_pool.resize(48 * 1024);
     g_fn = &f;
     const size_t sm_floats = (smem + 3) / 4;
     float *raw = (float *)malloc((sm_floats + 2 * GUARD_FLOATS) * sizeof(float));
-    gridDim = dim3{blocks, 1, 1};
-    blockDim = dim3{threads, 1, 1};
+    gridDim = grid;
+    blockDim = block;
+    const size_t blocks = (size_t)grid.x * grid.y * grid.z;
     std::vector<int> order(threads);
-    for (unsigned blk = 0; blk < blocks; blk++) {
+    for (size_t blk = 0; blk < blocks; blk++) {
+        static_zones.clear();
+        static_used = 0;
         for (size_t i = 0; i < sm_floats + 2 * GUARD_FLOATS; i++) memcpy(&raw[i], &SENTINEL, 4);
         g_smem = raw + GUARD_FLOATS;
         for (size_t i = 0; i < sm_floats; i++) g_smem[i] = NAN;
         ASAN_POISON_MEMORY_REGION(raw, GUARD_FLOATS * 4);
         ASAN_POISON_MEMORY_REGION(g_smem + sm_floats, GUARD_FLOATS * 4);
-        blockIdx = uint3{blk, 0, 0};
+        blockIdx = uint3{(unsigned)(blk % grid.x), (unsigned)(blk / grid.x % grid.y), (unsigned)(blk / grid.x / grid.y)};
         for (unsigned t = 0; t < threads; t++) {
             fib[t].state = RUNNABLE;
             fib[t].parity = 0;
@@ -165,11 +202,11 @@ void emu_launch(unsigned blocks, unsigned threads, size_t smem, const std::funct
             for (unsigned t = 0; t < threads; t++) n_done += fib[t].state == DONE, n_block += fib[t].state == AT_BLOCK;
             if (n_done == (int)threads) break;
             bool released = false;
-            for (unsigned w = 0; w < threads / 32; w++) {
+            for (unsigned w = 0; w < threads / 32; w++) {  // a partial last warp never reaches a shuffle
                 int n_warp = 0;
                 for (int l = 0; l < 32; l++) n_warp += fib[w * 32 + l].state == AT_WARP;
                 if (n_warp == 0) continue;
-                if (n_warp != 32) EMU_FAIL("block %u warp %u: %d lanes at a shuffle, others elsewhere (divergent shfl)", blk, w, n_warp);
+                if (n_warp != 32) EMU_FAIL("block %zu warp %u: %d lanes at a shuffle, others elsewhere (divergent shfl)", blk, w, n_warp);
                 for (int l = 0; l < 32; l++)
                     if (fib[w * 32 + l].line != fib[w * 32].line) EMU_FAIL("warp %u: shuffles at different lines", w);
                 for (int l = 0; l < 32; l++) fib[w * 32 + l].state = RUNNABLE;
@@ -184,14 +221,14 @@ void emu_launch(unsigned blocks, unsigned threads, size_t smem, const std::funct
                 emu_stats_barriers++;
                 continue;
             }
-            EMU_FAIL("block %u: deadlock / divergent barrier: %d done, %d at __syncthreads of %u", blk, n_done, n_block, threads);
+            EMU_FAIL("block %zu: deadlock / divergent barrier: %d done, %d at __syncthreads of %u", blk, n_done, n_block, threads);
         }
         ASAN_UNPOISON_MEMORY_REGION(raw, (sm_floats + 2 * GUARD_FLOATS) * 4);
         for (size_t i = 0; i < GUARD_FLOATS; i++) {
             uint32_t a, b;
             memcpy(&a, &raw[i], 4);
             memcpy(&b, &raw[GUARD_FLOATS + sm_floats + i], 4);
-            if (a != SENTINEL || b != SENTINEL) EMU_FAIL("block %u: shared memory guard overwritten", blk);
+            if (a != SENTINEL || b != SENTINEL) EMU_FAIL("block %zu: shared memory guard overwritten", blk);
         }
         emu_stats_blocks++;
     }

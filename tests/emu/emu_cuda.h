@@ -59,14 +59,48 @@ static inline TP emu_aligned(P *p) {
     emu_stats_vec_accesses++;
     return reinterpret_cast<TP>(p);
 }
-struct dim3 { unsigned x, y, z; };
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+struct alignas(4) __nv_bfloat162 { __nv_bfloat16 x, y; };
+static inline float2 __bfloat1622float2(__nv_bfloat162 h) { return float2{__bfloat162float(h.x), __bfloat162float(h.y)}; }
+static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
+    return __nv_bfloat162{__float2bfloat16_rn(a), __float2bfloat16_rn(b)};
+}
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
-static inline int min(int a, int b) { return a < b ? a : b; }
+// CUDA's overloaded device min/max (the usual arithmetic conversions, as CUDA's overload set resolves them).
+template <class A, class B>
+static inline typename std::common_type<A, B>::type min(A a, B b) { return b < a ? b : a; }
+template <class A, class B>
+static inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
+// Device math without a C++ counterpart. The _rn intrinsics are single IEEE operations (the emulated build
+// uses -ffp-contract=off, so nothing fuses them); normcdff through double erfc, then one rounding.
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float normcdff(float x) { return (float)(0.5 * std::erfc(-(double)x * 0.70710678118654752440)); }
+static inline float rsqrtf(float x) { return (float)(1.0 / std::sqrt((double)x)); }
 
 void emu_sync(int line);
-float emu_shfl_xor(unsigned mask, float v, int lane_mask, int line);
+// Warp exchange of a value of up to 8 bytes (float, double, int, unsigned).
+uint64_t emu_shfl_xor_bits(unsigned mask, uint64_t v, int lane_mask, int line);
+template <class T>
+static inline T emu_shfl_xor(unsigned mask, T v, int lane_mask, int line) {
+    static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    bits = emu_shfl_xor_bits(mask, bits, lane_mask, line);
+    T r;
+    memcpy(&r, &bits, sizeof r);
+    return r;
+}
 void *emu_dynamic_smem();
+// A kernel's `__shared__ T name[...]` (rewritten by the translation): one zone per declaration site and block,
+// NaN-poisoned at block start, the same address for every thread of the block.
+void *emu_static_smem(size_t bytes, size_t align, const char *file, int line);
 #define __syncthreads() emu_sync(__LINE__)
 #define __shfl_xor_sync(mask, v, m) emu_shfl_xor((mask), (v), (m), __LINE__)
 // d += a·b for one warp (mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32; lane = 4g + t holds
@@ -79,8 +113,9 @@ enum EmuOrder { EMU_FORWARD = 0, EMU_REVERSE = 1, EMU_RANDOM = 2 };
 extern int emu_order;
 extern long long emu_stats_blocks, emu_stats_barriers, emu_stats_shfl_rounds;
 
-// Runs f() as `threads` CUDA threads of each of `blocks` blocks with `smem` bytes of dynamic shared memory.
-void emu_launch(unsigned blocks, unsigned threads, size_t smem, const std::function<void()> &f);
+// Runs f() as the CUDA threads (block.x·block.y·block.z of them, warps by linear thread index) of every block of
+// `grid`, with `smem` bytes of dynamic shared memory.
+void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &f);
 
 #define EMU_FAIL(...)                                        \
     do {                                                     \

@@ -1,0 +1,25 @@
+// emu_device.h — the emulated GPU's device memory, shared by the emulated CUDA runtime (emu_runtime.cpp) and
+// the emulated cuBLAS / cuDNN (emu_cublas.cpp, emu_cudnn.cpp).
+//
+// Every cudaMalloc is its own mapping with a PROT_NONE guard page on each side, the block placed against the
+// upper guard (overruns of the 256-byte-rounded size fault). Outside device work (kernel launches, copies,
+// library calls) all allocations are PROT_NONE, so host code that dereferences a device pointer faults, and
+// the SIGSEGV handler names the allocation and whether host code or device code touched it. Fresh allocations
+// are filled with 0xff bytes (NaN as fp32 and bf16): reading memory nobody wrote shows up.
+#pragma once
+#include <cstddef>
+
+// True when [p, p + bytes) lies inside one live device allocation.
+bool emu_is_device_ptr(const void *p, size_t bytes);
+// Aborts with a message naming `what` unless [p, p + bytes) lies inside one live device allocation.
+void emu_require_device(const void *p, size_t bytes, const char *what);
+// Aborts unless [p, p + bytes) is host memory (no byte of it inside a device allocation).
+void emu_require_host(const void *p, size_t bytes, const char *what);
+
+// Device memory is readable and writable while one of these is alive (they nest).
+struct EmuDeviceScope {
+    EmuDeviceScope();
+    ~EmuDeviceScope();
+    EmuDeviceScope(const EmuDeviceScope &) = delete;
+    EmuDeviceScope &operator=(const EmuDeviceScope &) = delete;
+};
