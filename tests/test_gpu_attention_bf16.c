@@ -374,10 +374,13 @@ int main(void) {
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 33, 17, 1, 80}, 3.0f, false, true);   // very peaked
     test_attention(cpu, gpu, &rng, (AttentionShape){1, 20, 30, 2, 200}, 1.0f, true, true);   // fallback
     // B*heads = 70400 blocks' worth of heads: more than one grid dimension's 65535.
-    test_attention(cpu, gpu, &rng, (AttentionShape){1100, 3, 2, 64, 1}, 1.0f, false, false);
-    // Stable Diffusion sizes: 32x32 latents' worth of tokens at head_dim 40, and 64x64 image tokens vs 77 text.
-    test_attention(cpu, gpu, &rng, (AttentionShape){2, 1024, 1024, 8, 40}, 1.0f, false, false);
-    test_attention(cpu, gpu, &rng, (AttentionShape){2, 4096, 77, 8, 64}, 1.0f, false, true);
+    if (!test_cuda_emulated())  // 70400 blocks: a minute on the CPU emulation (tests/emu)
+        test_attention(cpu, gpu, &rng, (AttentionShape){1100, 3, 2, 64, 1}, 1.0f, false, false);
+    if (!test_cuda_emulated()) {  // minutes each on the CPU emulation (tests/emu)
+        // Stable Diffusion sizes: 32x32 latents' worth of tokens at head_dim 40, and 64x64 image tokens vs 77 text.
+        test_attention(cpu, gpu, &rng, (AttentionShape){2, 1024, 1024, 8, 40}, 1.0f, false, false);
+        test_attention(cpu, gpu, &rng, (AttentionShape){2, 4096, 77, 8, 64}, 1.0f, false, true);
+    }
 
     backend_destroy(cpu);
     backend_destroy(gpu);

@@ -14,6 +14,7 @@
 #include "harness.h"
 
 static void test_conv_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool with_bias, bool timed) {
+    if (timed && test_cuda_emulated()) return;  // the benchmark layer: minutes on the CPU emulation (tests/emu)
     char tag[128];
     snprintf(tag, sizeof tag, "conv_bf16 B=%d %dx%d %d->%d k%dx%d s%d p%d%s", s.B, s.H, s.W, s.C_in, s.C_out, s.KH,
              s.KW, s.stride, s.pad, with_bias ? " +bias" : "");

@@ -18,6 +18,7 @@
 #include "harness.h"
 
 static void test_conv_bwd_bf16(Backend *cpu, Backend *gpu, TestRng *rng, Conv2dShape s, bool timed) {
+    if (timed && test_cuda_emulated()) return;  // the benchmark layer: minutes on the CPU emulation (tests/emu)
     char tag[128];
     snprintf(tag, sizeof tag, "conv_bwd_bf16 B=%d %dx%d %d->%d k%dx%d s%d p%d", s.B, s.H, s.W, s.C_in, s.C_out, s.KH,
              s.KW, s.stride, s.pad);

@@ -71,9 +71,14 @@ static inline cudaStream_t cuda_stream(Backend *be) { return cuda_state(be)->str
 // the contents do not survive the next call. Valid until the next cuda_workspace call.
 void *cuda_workspace(Backend *be, size_t bytes);
 
+// The most blocks cuda_blocks gives; the kernels' grid-stride loops cover the rest. The CPU emulation
+// (tests/emu) builds with a small cap, so that every test there walks the wrap-around path.
+#ifndef CUDA_GRID_CAP
+#define CUDA_GRID_CAP (65535u * 16u)
+#endif
 static inline unsigned int cuda_blocks(size_t n, int threads) {
     size_t blocks = (n + (size_t)threads - 1) / (size_t)threads;
-    return (unsigned int)(blocks < 65535u * 16u ? (blocks ? blocks : 1) : 65535u * 16u);
+    return (unsigned int)(blocks < CUDA_GRID_CAP ? (blocks ? blocks : 1) : CUDA_GRID_CAP);
 }
 
 #endif  // DIFFURL_CUDA_COMMON_CUH

@@ -107,7 +107,7 @@ cudaError_t memcpy_checked(void *dst, const void *src, size_t bytes, cudaMemcpyK
     }
     if (!ok) {
         fprintf(stderr, "EMU: cudaMemcpy kind %d contradicts the pointers (dst %s, src %s, %zu bytes)\n", (int)kind,
-                dst_dev ? "device" : "host/invalid", src_dev ? "device" : "host/invalid", bytes);
+                dst_dev ? "device" : "not one device allocation", src_dev ? "device" : "not one device allocation", bytes);
         return cudaErrorInvalidValue;
     }
     EmuDeviceScope scope;

@@ -88,13 +88,14 @@ static inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute attr
 bool emu_launch_checked(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                         const std::function<void()> &body);
 template <class K>
-struct EmuLauncher {
-    K *kernel;
+struct EmuLauncher;
+template <class... P>
+struct EmuLauncher<void(P...)> {  // the kernel's own parameter types, so that `NULL` converts as in a call
+    void (*kernel)(P...);
     dim3 grid, block;
     size_t smem;
     cudaStream_t stream;
-    template <class... A>
-    void operator()(A... args) {
+    void operator()(P... args) {
         emu_launch_checked((const void *)kernel, grid, block, smem, stream, [&] { kernel(args...); });
     }
 };
