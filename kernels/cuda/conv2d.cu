@@ -12,10 +12,11 @@
 //
 // Precision and determinism: the convolution descriptor uses CUDNN_FMA_MATH (true fp32, never TF32), and only
 // algorithms that are plain fp32 GEMM/direct formulations are accepted (no FFT / Winograd, whose rounding
-// differs from the reference by more than the 1e-5 parity tolerance). Backward algorithms must be
-// deterministic (BWD_DATA_ALGO_1 / BWD_FILTER_ALGO_1, confirmed by the heuristics' `determinism` field).
-// Algorithms come from cuDNN's heuristics (cudnnGet*_v7, not the timing-based cudnnFind*), so the same shape
-// gets the same algorithm in every process and results are bit-identical between runs.
+// differs from the reference by more than the 1e-5 parity tolerance). The fp32 backward algorithms are fixed to
+// the deterministic BWD_DATA_ALGO_1 / BWD_FILTER_ALGO_1 (not taken from the heuristics: see
+// conv_require_backward). The forward algorithm comes from cuDNN's heuristics (cudnnGet*_v7, not the
+// timing-based cudnnFind*), so the same shape gets the same algorithm in every process and results are
+// bit-identical between runs.
 //
 // bf16 forward (Conv2dForwardBf16Fn, the mixed-precision path): out [B, Ho, Wo, Cout] (bf16) =
 //   conv(in (bf16), weight (bf16)) + bias [Cout] (fp32, may be NULL), same layouts, out written (=).

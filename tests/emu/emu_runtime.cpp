@@ -92,6 +92,18 @@ void install_handler() {
     }
 }
 
+// The bytes between an allocation's requested size and its 256-byte-rounded end stay 0xff unless something
+// wrote past the end (the guard page catches only overruns beyond the rounding).
+void check_slack(const char *who) {
+    for (auto &kv : allocations) {
+        const unsigned char *p = (const unsigned char *)kv.first;
+        for (size_t i = kv.second.bytes; i < kv.second.user_bytes; i++)
+            if (p[i] != 0xff)
+                EMU_FAIL("%s wrote past the end of cudaMalloc #%lld (%zu bytes at %p): byte %zu after the end", who,
+                         kv.second.serial, kv.second.bytes, (const void *)p, i - kv.second.bytes);
+    }
+}
+
 bool stream_ok(cudaStream_t s) { return s == nullptr || streams.count(s); }
 
 cudaError_t memcpy_checked(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
@@ -174,6 +186,7 @@ bool emu_launch_checked(const void *kernel, dim3 grid, dim3 block, size_t smem, 
     EmuDeviceScope scope;
     emu_launches++;
     emu_launch(grid, block, smem, body);
+    check_slack("a kernel");
     return true;
 }
 
