@@ -56,7 +56,7 @@ fi
 log "configure + build (sm_90)"
 t0=$(date +%s)
 cmake -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" \
-      -DDIFFURL_MPI=OFF "${cmake_extra[@]}" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+      -DDIFFURL_MPI=OFF -DDIFFURL_EMU=OFF "${cmake_extra[@]}" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -40; exit 1; }
 log "built in $(( $(date +%s) - t0 )) s"
 ./build-gpu/diffurl --version | tee "$OUT/version.txt"
