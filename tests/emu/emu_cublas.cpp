@@ -71,16 +71,6 @@ size_t extent(int rows, int cols, int ld, cudaDataType t) {
     return rows && cols ? ((size_t)(cols - 1) * ld + rows) * elem_size(t) : 0;
 }
 
-// Σ a[l]·b[l] in double (four interleaved partial sums: the order does not matter at this precision).
-double dot(const float *a, const float *b, int n) {
-    double s[4] = {0, 0, 0, 0};
-    int l = 0;
-    for (; l + 4 <= n; l += 4)
-        for (int t = 0; t < 4; t++) s[t] += (double)a[l + t] * b[l + t];
-    for (; l < n; l++) s[0] += (double)a[l] * b[l];
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 struct Operand {
     const void *p;
     cudaDataType type;
@@ -148,8 +138,8 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                 const size_t ci = i + (size_t)j * ldc;
                 const double c = read_c ? (double)beta * load(Cb, ctype, ci) : 0.0;
                 const float *ai = &opa[(size_t)i * k], *bj = &opb[(size_t)j * k];
-                const double lo = read_ab ? dot(ai, bj, k / 2) : 0.0;  // sums over l < k/2 and l >= k/2
-                const double hi = read_ab ? dot(ai + k / 2, bj + k / 2, k - k / 2) : 0.0;
+                const double lo = read_ab ? emu_dot(ai, bj, k / 2) : 0.0;  // sums over l < k/2 and l >= k/2
+                const double hi = read_ab ? emu_dot(ai + k / 2, bj + k / 2, k - k / 2) : 0.0;
                 if (ctype == CUDA_R_32F) {
                     ((float *)Cb)[ci] = (float)(alpha * (lo + hi) + c);
                 } else if (reduce_in_bf16 && k >= 2 && read_ab) {

@@ -198,16 +198,6 @@ std::vector<float> gather(const View &v, const void *p, bool tf32) {
     return out;
 }
 
-// Σ a[i]·b[i] in double (four interleaved partial sums: the order does not matter at this precision).
-double dot(const float *a, const float *b, int n) {
-    double s[4] = {0, 0, 0, 0};
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (int t = 0; t < 4; t++) s[t] += (double)a[i + t] * b[i + t];
-    for (; i < n; i++) s[0] += (double)a[i] * b[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 // double -> bf16 with one rounding (round to odd into float, then nearest even).
 __nv_bfloat16 bf16_from_double(double d) {
     if (std::isnan(d)) return __float2bfloat16_rn(NAN);
@@ -265,7 +255,7 @@ cudnnStatus_t run(Pass pass, cudnnHandle_t h, const void *alpha, const void *bet
                         for (int k = 0; k < K; k++) {
                             const size_t wi = (((size_t)k * R + rf) * S + sf) * C;
                             if (pass == FWD) {
-                                acc[yi + k] += dot(&X[xi], &W[wi], C);
+                                acc[yi + k] += emu_dot(&X[xi], &W[wi], C);
                             } else if (pass == BWD_DATA) {
                                 double *d = &acc[(nondet ? k % 3 : 0) * vo.count() + xi];
                                 for (int c = 0; c < C; c++) d[c] += (double)Y[yi + k] * W[wi + c];

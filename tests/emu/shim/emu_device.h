@@ -23,3 +23,14 @@ struct EmuDeviceScope {
     EmuDeviceScope(const EmuDeviceScope &) = delete;
     EmuDeviceScope &operator=(const EmuDeviceScope &) = delete;
 };
+
+// The emulated libraries' inner product: Σ a[i]·b[i] in double (four interleaved partial sums: the order does not
+// matter at this precision), rounded by the caller once.
+static inline double emu_dot(const float *a, const float *b, int n) {
+    double s[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int t = 0; t < 4; t++) s[t] += (double)a[i + t] * b[i + t];
+    for (; i < n; i++) s[0] += (double)a[i] * b[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
