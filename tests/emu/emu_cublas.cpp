@@ -52,16 +52,6 @@ float tf32_round(float f) {
     return __uint_as_float((u + 0x1000u) & 0xffffe000u);
 }
 
-// double -> bf16 with ONE rounding: narrow to float toward zero with a sticky last bit (round to odd), which keeps
-// enough information for float -> bf16 round-to-nearest-even to round the double value correctly.
-__nv_bfloat16 bf16_from_double(double d) {
-    if (std::isnan(d)) return __float2bfloat16_rn(NAN);
-    float f = (float)d;
-    if (std::fabs((double)f) > std::fabs(d)) f = std::nextafter(f, 0.0f);
-    if ((double)f != d) f = __uint_as_float(__float_as_uint(f) | 1u);
-    return __float2bfloat16_rn(f);
-}
-
 float load(const void *p, cudaDataType t, size_t i) {
     return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
@@ -143,11 +133,11 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                 if (ctype == CUDA_R_32F) {
                     ((float *)Cb)[ci] = (float)(alpha * (lo + hi) + c);
                 } else if (reduce_in_bf16 && k >= 2 && read_ab) {
-                    const double plo = __bfloat162float(bf16_from_double(alpha * lo));
-                    const double phi = __bfloat162float(bf16_from_double(alpha * hi));
-                    ((__nv_bfloat16 *)Cb)[ci] = bf16_from_double((double)(float)(plo + phi) + c);
+                    const double plo = __bfloat162float(emu_bf16_from_double(alpha * lo));
+                    const double phi = __bfloat162float(emu_bf16_from_double(alpha * hi));
+                    ((__nv_bfloat16 *)Cb)[ci] = emu_bf16_from_double((double)(float)(plo + phi) + c);
                 } else {
-                    ((__nv_bfloat16 *)Cb)[ci] = bf16_from_double(alpha * (lo + hi) + c);
+                    ((__nv_bfloat16 *)Cb)[ci] = emu_bf16_from_double(alpha * (lo + hi) + c);
                 }
             }
     }

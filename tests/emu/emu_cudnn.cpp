@@ -198,15 +198,6 @@ std::vector<float> gather(const View &v, const void *p, bool tf32) {
     return out;
 }
 
-// double -> bf16 with one rounding (round to odd into float, then nearest even).
-__nv_bfloat16 bf16_from_double(double d) {
-    if (std::isnan(d)) return __float2bfloat16_rn(NAN);
-    float f = (float)d;
-    if (std::fabs((double)f) > std::fabs(d)) f = std::nextafter(f, 0.0f);
-    if ((double)f != d) f = __uint_as_float(__float_as_uint(f) | 1u);
-    return __float2bfloat16_rn(f);
-}
-
 // One pass: x [n, c, h, w] ⋆ w [k, c, r, s] -> y [n, k, p, q]; `out` is the operand written (y, x or w).
 cudnnStatus_t run(Pass pass, cudnnHandle_t h, const void *alpha, const void *beta, const cudnnTensorStruct *xd,
                   const void *x, const cudnnFilterStruct *wd, const void *w, const cudnnConvolutionStruct *cd,
@@ -279,7 +270,7 @@ cudnnStatus_t run(Pass pass, cudnnHandle_t h, const void *alpha, const void *bet
             *dst = (float)(a * v + (b != 0.0f ? (double)b * *dst : 0.0));
         } else {
             __nv_bfloat16 *dst = (__nv_bfloat16 *)out + o;
-            *dst = bf16_from_double(a * v + (b != 0.0f ? (double)b * __bfloat162float(*dst) : 0.0));
+            *dst = emu_bf16_from_double(a * v + (b != 0.0f ? (double)b * __bfloat162float(*dst) : 0.0));
         }
     }
     return CUDNN_STATUS_SUCCESS;

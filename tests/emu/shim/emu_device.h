@@ -7,7 +7,10 @@
 // the SIGSEGV handler names the allocation and whether host code or device code touched it. Fresh allocations
 // are filled with 0xff bytes (NaN as fp32 and bf16): reading memory nobody wrote shows up.
 #pragma once
+#include <cmath>
 #include <cstddef>
+
+#include "emu_cuda.h"
 
 // True when [p, p + bytes) lies inside one live device allocation.
 bool emu_is_device_ptr(const void *p, size_t bytes);
@@ -33,4 +36,14 @@ static inline double emu_dot(const float *a, const float *b, int n) {
         for (int t = 0; t < 4; t++) s[t] += (double)a[i + t] * b[i + t];
     for (; i < n; i++) s[0] += (double)a[i] * b[i];
     return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// double -> bf16 with ONE rounding: narrow to float toward zero with a sticky last bit (round to odd), which keeps
+// enough information for float -> bf16 round-to-nearest-even to round the double value correctly.
+static inline __nv_bfloat16 emu_bf16_from_double(double d) {
+    if (std::isnan(d)) return __float2bfloat16_rn(NAN);
+    float f = (float)d;
+    if (std::fabs((double)f) > std::fabs(d)) f = std::nextafter(f, 0.0f);
+    if ((double)f != d) f = __uint_as_float(__float_as_uint(f) | 1u);
+    return __float2bfloat16_rn(f);
 }
