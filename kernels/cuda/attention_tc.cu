@@ -26,14 +26,15 @@
 //   C/D 16×8 fp32:     {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}
 //   so the C fragments of two adjacent n8 tiles, rounded to bf16, are the A fragment of one k16 step: P and dS go
 //   from one product into the next without leaving registers.
-// Shared tiles are bf16 [rows][DS], DS = DP + 8, DP = head_dim rounded up to 16 (columns D..DP−1 zero); the row
-//   stride is 4 (mod 8) 32-bit words, so the 32-bit fragment loads (8 rows × 4 words) and the paired 16-bit loads
-//   of a B fragment read along the rows (4 row pairs × 8 columns) fall in distinct banks.
+// Shared tiles are bf16 [rows][DS], DS = DP + 8, DP = head_dim rounded up to 16 (columns D..DP−1 zero). Fragments
+//   come out of shared memory by ldmatrix (.x4: four 8×8 matrices per instruction; .trans for the B operand read
+//   down the columns of a tile, V in P·V and K/Q/dO in the dS products); each 8×8 matrix is 8 rows × 16 bytes, and
+//   the row stride of 4 (mod 8) 32-bit words puts those 8 rows in distinct banks.
 // Tails: rows past Lq or Lk are zero in shared memory and never stored; keys past Lk get score −inf (forward) or
 //   P = 0 (dQ); queries past Lq get lse = +inf in the dK/dV kernel, so P = 0 there.
 // Global memory: tiles are read 8, 2 or 1 bf16 at a time (16-, 4-, 2-byte loads; att_vec: head_dim and base
 //   alignment decide), outputs written 2 at a time when head_dim is even and the base 4-byte aligned.
-// Not yet: cp.async double buffering, ldmatrix, wgmma — the loads are synchronous ld.global / st.shared.
+// Not yet: cp.async double buffering, wgmma — the tile loads are synchronous ld.global / st.shared.
 #include <math.h>
 
 #include "attention_tc.cuh"
@@ -52,6 +53,19 @@ static __device__ __forceinline__ void att_tc_mma(float (&d)[4], const unsigned 
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// r[i] = this lane's part of the 8×8 bf16 matrix i < 4 whose row j starts at the shared address lane 8i + j passes
+// (16-byte aligned): ldsm4: row lane/4, columns 2(lane%4) and +1 (ldmatrix .x4); ldsm4_trans: rows 2(lane%4) and
+// +1 of column lane/4 (.trans). One instruction for what four (A) or eight (B from rows) shared loads did.
+static __device__ __forceinline__ void att_tc_ldsm4(unsigned (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+static __device__ __forceinline__ void att_tc_ldsm4_trans(unsigned (&r)[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
 
 // ---- kernels -------------------------------------------------------------------------------------------------
 
@@ -69,38 +83,23 @@ static __device__ __forceinline__ unsigned att_tc_pack(float lo, float hi) {
     return (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
            ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
 }
-// Two adjacent bf16 of a row (p 4-byte aligned).
-static __device__ __forceinline__ unsigned att_tc_ld2(const bf16 *p) { return *reinterpret_cast<const unsigned *>(p); }
-// p[0] and p[stride] (the same column of two consecutive rows), p[0] in the low half.
-static __device__ __forceinline__ unsigned att_tc_ld2_rows(const bf16 *p, int stride) {
-    return (unsigned)__bfloat16_as_ushort(p[0]) | ((unsigned)__bfloat16_as_ushort(p[stride]) << 16);
-}
-
-// A fragment of the 16×16 block at (row0, col0) of the shared tile X [rows][DS].
+// A fragment of the 16×16 block at (row0, col0) of the shared tile X [rows][DS]: matrices (rows 0–7, cols 0–7),
+// (8–15, 0–7), (0–7, 8–15), (8–15, 8–15) are a[0..3].
 template <int DS>
-static __device__ __forceinline__ void att_tc_load_a(unsigned (&a)[4], const bf16 *X, int row0, int col0, int g,
-                                                     int t) {
-    const bf16 *p = X + (row0 + g) * DS + col0 + 2 * t;
-    a[0] = att_tc_ld2(p);
-    a[1] = att_tc_ld2(p + 8 * DS);
-    a[2] = att_tc_ld2(p + 8);
-    a[3] = att_tc_ld2(p + 8 * DS + 8);
+static __device__ __forceinline__ void att_tc_load_a(unsigned (&a)[4], const bf16 *X, int row0, int col0, int lane) {
+    att_tc_ldsm4(a, X + (row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * DS + col0 + (lane >> 4) * 8);
 }
-// B fragment with B[kk][n] = X[n0 + n][k0 + kk]: a block of Xᵀ (X [rows][DS] in shared memory, read along rows).
+// B fragments of two n8 tiles with B[kk][n] = X[n0 + n][k0 + kk] (blocks of Xᵀ, X [rows][DS] read along rows):
+// tile n0 gets {b[0], b[1]}, tile n0 + 8 gets {b[2], b[3]}.
 template <int DS>
-static __device__ __forceinline__ void att_tc_load_bt(unsigned &b0, unsigned &b1, const bf16 *X, int n0, int k0,
-                                                      int g, int t) {
-    const bf16 *p = X + (n0 + g) * DS + k0 + 2 * t;
-    b0 = att_tc_ld2(p);
-    b1 = att_tc_ld2(p + 8);
+static __device__ __forceinline__ void att_tc_load_bt2(unsigned (&b)[4], const bf16 *X, int n0, int k0, int lane) {
+    att_tc_ldsm4(b, X + (n0 + (lane >> 4) * 8 + (lane & 7)) * DS + k0 + ((lane >> 3) & 1) * 8);
 }
-// B fragment with B[kk][n] = X[k0 + kk][n0 + n]: a block of X itself (read down columns, two rows per register).
+// B fragments of two n8 tiles with B[kk][n] = X[k0 + kk][n0 + n] (blocks of X itself, transposed by ldmatrix):
+// tile n0 gets {b[0], b[1]}, tile n0 + 8 gets {b[2], b[3]}.
 template <int DS>
-static __device__ __forceinline__ void att_tc_load_b(unsigned &b0, unsigned &b1, const bf16 *X, int k0, int n0, int g,
-                                                     int t) {
-    const bf16 *p = X + (k0 + 2 * t) * DS + n0 + g;
-    b0 = att_tc_ld2_rows(p, DS);
-    b1 = att_tc_ld2_rows(p + 8 * DS, DS);
+static __device__ __forceinline__ void att_tc_load_b2(unsigned (&b)[4], const bf16 *X, int k0, int n0, int lane) {
+    att_tc_ldsm4_trans(b, X + (k0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * DS + n0 + (lane >> 4) * 8);
 }
 // A fragment (16 × k16) from the fp32 C fragments of the n8 tiles c0 (k 0..7) and c1 (k 8..15), rounded to bf16.
 static __device__ __forceinline__ void att_tc_c_to_a(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
@@ -111,38 +110,41 @@ static __device__ __forceinline__ void att_tc_c_to_a(unsigned (&a)[4], const flo
 }
 
 // c = A Xᵀ for this warp: the 16 rows row0.. of the shared tile A times the rows 0..8·N8−1 of the shared tile X
-// (both [rows][DS]), summed over KT k16 steps of the head dim. c [N8 n8 tiles][4] in C fragments.
+// (both [rows][DS]), summed over KT k16 steps of the head dim. c [N8 n8 tiles][4] in C fragments; N8 even.
 template <int DS, int KT, int N8>
-static __device__ __forceinline__ void att_tc_abt(float (&c)[N8][4], const bf16 *A, int row0, const bf16 *X, int g,
-                                                  int t) {
+static __device__ __forceinline__ void att_tc_abt(float (&c)[N8][4], const bf16 *A, int row0, const bf16 *X, int lane) {
+    static_assert(N8 % 2 == 0, "n8 tiles are loaded in pairs");
 #pragma unroll
     for (int nt = 0; nt < N8; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < KT; kk++) {
         unsigned a[4];
-        att_tc_load_a<DS>(a, A, row0, kk * 16, g, t);
+        att_tc_load_a<DS>(a, A, row0, kk * 16, lane);
 #pragma unroll
-        for (int nt = 0; nt < N8; nt++) {
-            unsigned b0, b1;
-            att_tc_load_bt<DS>(b0, b1, X, nt * 8, kk * 16, g, t);
-            att_tc_mma(c[nt], a, b0, b1);
+        for (int nt = 0; nt < N8; nt += 2) {
+            unsigned b[4];
+            att_tc_load_bt2<DS>(b, X, nt * 8, kk * 16, lane);
+            att_tc_mma(c[nt], a, b[0], b[1]);
+            att_tc_mma(c[nt + 1], a, b[2], b[3]);
         }
     }
 }
 // acc += P X for this warp: P the C fragments p [K8][4] (16 rows × 8·K8 columns), rounded to bf16 into A
-// fragments, times the rows 0..8·K8−1 of the shared tile X [rows][DS]; acc [NT n8 tiles of the head dim][4].
+// fragments, times the rows 0..8·K8−1 of the shared tile X [rows][DS]; acc [NT n8 tiles of the head dim][4], NT even.
 template <int DS, int K8, int NT>
-static __device__ __forceinline__ void att_tc_pv(float (&acc)[NT][4], const float (&p)[K8][4], const bf16 *X, int g,
-                                                 int t) {
+static __device__ __forceinline__ void att_tc_pv(float (&acc)[NT][4], const float (&p)[K8][4], const bf16 *X,
+                                                 int lane) {
+    static_assert(NT % 2 == 0, "n8 tiles are loaded in pairs");
 #pragma unroll
     for (int kk = 0; kk < K8 / 2; kk++) {
         unsigned pa[4];
         att_tc_c_to_a(pa, p[2 * kk], p[2 * kk + 1]);
 #pragma unroll
-        for (int dt = 0; dt < NT; dt++) {
-            unsigned b0, b1;
-            att_tc_load_b<DS>(b0, b1, X, kk * 16, dt * 8, g, t);
-            att_tc_mma(acc[dt], pa, b0, b1);
+        for (int dt = 0; dt < NT; dt += 2) {
+            unsigned b[4];
+            att_tc_load_b2<DS>(b, X, kk * 16, dt * 8, lane);
+            att_tc_mma(acc[dt], pa, b[0], b[1]);
+            att_tc_mma(acc[dt + 1], pa, b[2], b[3]);
         }
     }
 }
@@ -238,7 +240,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
         __syncthreads();
         float s[ST][4];  // S of this warp's rows × the tile's keys
-        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, g, t);
+        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, lane);
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
@@ -274,7 +276,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
             o[dt][2] *= alpha1;
             o[dt][3] *= alpha1;
         }
-        att_tc_pv<DS, ST, NT>(o, s, sV, g, t);  // O += P V
+        att_tc_pv<DS, ST, NT>(o, s, sV, lane);  // O += P V
     }
     l[0] = att_tc_quad_sum(l[0]);  // >= 1: the max term contributes exp2(0)
     l[1] = att_tc_quad_sum(l[1]);
@@ -324,8 +326,8 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
         __syncthreads();
         float s[ST][4], dp[ST][4];
-        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, g, t);    // S = Q Kᵀ
-        att_tc_abt<DS, KT, ST>(dp, sdO, warp * 16, sV, g, t);  // dP = dO Vᵀ
+        att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, lane);    // S = Q Kᵀ
+        att_tc_abt<DS, KT, ST>(dp, sdO, warp * 16, sV, lane);  // dP = dO Vᵀ
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -336,7 +338,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                 s[nt][j] = p0 * (dp[nt][j] - dl0);  // dS
                 s[nt][2 + j] = p1 * (dp[nt][2 + j] - dl1);
             }
-        att_tc_pv<DS, ST, NT>(dq, s, sK, g, t);  // dQ += dS K
+        att_tc_pv<DS, ST, NT>(dq, s, sK, lane);  // dQ += dS K
     }
     att_tc_store<DP>(d_q + (size_t)b * Lq * HD + (size_t)h * D, dq, scale, scale, q0 + warp * 16, Lq, D, HD, ovec, g,
                      t);
@@ -385,7 +387,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         }
         __syncthreads();
         float st[ST][4];  // Sᵀ = K Qᵀ, then Pᵀ: this warp's 16 keys × the tile's queries
-        att_tc_abt<DS, KT, ST>(st, sK, warp * 16, sQ, g, t);
+        att_tc_abt<DS, KT, ST>(st, sK, warp * 16, sQ, lane);
 #pragma unroll
         for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -394,10 +396,10 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                 st[nt][j] = exp2f(st[nt][j] * sl2 - lq);
                 st[nt][2 + j] = exp2f(st[nt][2 + j] * sl2 - lq);
             }
-        if (d_v) att_tc_pv<DS, ST, NT>(dv, st, sdO, g, t);  // dV += Pᵀ dO
+        if (d_v) att_tc_pv<DS, ST, NT>(dv, st, sdO, lane);  // dV += Pᵀ dO
         if (with_dk) {
             float dpt[ST][4];
-            att_tc_abt<DS, KT, ST>(dpt, sV, warp * 16, sdO, g, t);  // dPᵀ = V dOᵀ
+            att_tc_abt<DS, KT, ST>(dpt, sV, warp * 16, sdO, lane);  // dPᵀ = V dOᵀ
 #pragma unroll
             for (int nt = 0; nt < ST; nt++)
 #pragma unroll
@@ -406,7 +408,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
                     st[nt][j] *= dpt[nt][j] - dl;  // dSᵀ
                     st[nt][2 + j] *= dpt[nt][2 + j] - dl;
                 }
-            att_tc_pv<DS, ST, NT>(dk, st, sQ, g, t);  // dK += dSᵀ Q
+            att_tc_pv<DS, ST, NT>(dk, st, sQ, lane);  // dK += dSᵀ Q
         }
     }
     const size_t base = (size_t)b * Lk * HD + (size_t)h * D;

@@ -74,6 +74,8 @@ int n_done, n_block;
 std::vector<int> warp_wait;  // [warps] lanes parked at a shuffle / mma
 int n_warp_parked;
 std::vector<unsigned> mslots[2];  // [threads][6]: a0..a3, b0, b1 of each lane at an mma
+std::vector<const unsigned char *> pslots[2];  // [threads]: each lane's row address at an ldmatrix
+size_t g_smem_bytes;  // this launch's dynamic shared memory
 std::mt19937 rng(12345);
 
 void yield_to_sched() {
@@ -217,6 +219,34 @@ void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line) {
     if (lane == 0) emu_stats_mma++;
 }
 
+void emu_ldmatrix4(unsigned *r, const void *row_address, bool trans, int line) {
+    require_full_warp(cur, "ldmatrix");
+    const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
+    const unsigned char *a = (const unsigned char *)row_address, *base = (const unsigned char *)g_smem;
+    if ((uintptr_t)a % 16) EMU_FAIL("ldmatrix: lane %d's row address %p is not 16-byte aligned", lane, row_address);
+    if (a < base || a + 16 > base + g_smem_bytes)
+        EMU_FAIL("ldmatrix: lane %d's row address %p is outside the block's dynamic shared memory", lane, row_address);
+    pslots[p][tid] = a;
+    fib[tid].state = AT_WARP;
+    warp_wait[tid / 32]++, n_warp_parked++;
+    fib[tid].line = line;
+    yield_to_sched();
+    const unsigned char *const *rows = &pslots[p][(size_t)w * 32];
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        uint16_t lo, hi;  // element (row, col) of matrix i is the 2-byte value at rows[8i + row] + 2·col
+        if (!trans) {
+            memcpy(&lo, rows[8 * i + g] + 4 * t, 2);
+            memcpy(&hi, rows[8 * i + g] + 4 * t + 2, 2);
+        } else {
+            memcpy(&lo, rows[8 * i + 2 * t] + 2 * g, 2);
+            memcpy(&hi, rows[8 * i + 2 * t + 1] + 2 * g, 2);
+        }
+        r[i] = (unsigned)lo | ((unsigned)hi << 16);
+    }
+    fib[tid].parity ^= 1;
+}
+
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &f) {
     const unsigned threads = block.x * block.y * block.z;
     if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
@@ -232,6 +262,9 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
     slots[1].assign(lanes, 0x7fc000007fc00000ull);
     mslots[0].assign(lanes * 6, 0xdeadbeefu);
     mslots[1].assign(lanes * 6, 0xdeadbeefu);
+    pslots[0].assign(lanes, nullptr);
+    pslots[1].assign(lanes, nullptr);
+    g_smem_bytes = smem;
     static_pool.resize(48 * 1024);
     g_fn = &f;
     const size_t sm_floats = (smem + 3) / 4;

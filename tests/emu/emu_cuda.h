@@ -107,6 +107,10 @@ void *emu_static_smem(size_t bytes, size_t align, const char *file, int line);
 // a = {A[g][2t..2t+1], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}, b = {B[2t..2t+1][g], B[2t+8..2t+9][g]},
 // d = {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}); products exact, each output rounded to fp32 once.
 void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line);
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 for one warp: lane 8i + j passes the address of row j of
+// matrix i (16-byte aligned, inside the block's dynamic shared memory); r[i] = {M_i[lane/4][2(lane%4)],
+// M_i[lane/4][2(lane%4)+1]}, or with trans {M_i[2(lane%4)][lane/4], M_i[2(lane%4)+1][lane/4]}, low half first.
+void emu_ldmatrix4(unsigned *r, const void *row_address, bool trans, int line);
 extern long long emu_stats_mma;
 
 enum EmuOrder { EMU_FORWARD = 0, EMU_REVERSE = 1, EMU_RANDOM = 2 };

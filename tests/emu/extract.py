@@ -8,7 +8,7 @@ tc: attention_tc.cu's kernels and launchers; fused: attention.cu's FFMA fused ke
 the bf16 fallback's widen/round kernels and the fused launchers (att_fused_forward, att_delta,
 att_fused_backward). The code is copied unchanged except for mechanical rewrites, each counted and asserted so
 that a change to the source the rewrites no longer cover fails loudly:
-  - (tc) the primitives section (the inline-PTX mma) is replaced by emu_mma, keeping the call site's line;
+  - (tc) the primitives section (inline PTX: mma, ldmatrix) is replaced by translate.py's emulated stand-ins;
   - `extern __shared__ T name[];` reads the emulator's dynamic shared memory;
   - `k<<<grid, block, smem, stream>>>(args)` becomes `emu_launcher(k, grid, block, smem, stream)(args)`;
   - every vector reinterpret_cast (float4/float2/uint4/uint2/unsigned pointers) becomes emu_aligned<...>, which
@@ -17,14 +17,18 @@ that a change to the source the rewrites no longer cover fails loudly:
 From attention_tc.cuh it takes the helpers between ATT_TC_MAX_D and the declarations (att_vec, the shared-memory
 opt-in, the grid size).
 """
+import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from translate import PRIMITIVES  # noqa: E402  (the emulated stand-ins for the inline PTX, shared)
 
 which, src, hdr = sys.argv[1], open(sys.argv[2]).read(), open(sys.argv[3]).read()
 text = hdr[hdr.index('#define ATT_TC_MAX_D'):hdr.index('// Forward: out [B, Lq, HD] bf16')]
 if which == 'tc':
     text += src[src.index('#define ATT_TC_THREADS'):src.index('// ---- primitives')]
-    text += '#define att_tc_mma(d, a, b0, b1) emu_mma((d), (a), (b0), (b1), __LINE__)\n'
+    text += PRIMITIVES['attention_tc.cu']
     text += src[src.index('// ---- kernels ----'):]
     smem, want_smem, want_launch = 'extern __shared__ uint4 att_tc_smem[];', 3, 3
     smem_new = 'uint4 *att_tc_smem = (uint4 *)emu_dynamic_smem();'
@@ -40,7 +44,7 @@ text = text.replace(smem, smem_new)
 text, n_launch = re.subn(r'(\w+(?:<\w+>)?)<<<(.*?)>>>\(', r'emu_launcher(\1, \2)(', text, flags=re.S)
 text, n_vec = re.subn(r'reinterpret_cast<((?:const )?(?:float4|float2|uint4|uint2|unsigned) \*)>\(',
                       r'emu_aligned<\1>(', text)
-assert n_smem == want_smem and n_launch == want_launch and n_vec >= 6, (which, n_smem, n_launch, n_vec)
+assert n_smem == want_smem and n_launch == want_launch and n_vec >= 5, (which, n_smem, n_launch, n_vec)
 assert 'asm(' not in text and 'asm volatile' not in text, 'inline PTX outside the primitives section'
 # In a namespace of its own: the real kernels (kernels/cuda) can be linked into the same test via libdiffurl_core.
 text = 'namespace emu_kernels {\n' + text + '}  // namespace emu_kernels\nusing namespace emu_kernels;\n'

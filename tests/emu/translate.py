@@ -14,14 +14,16 @@ messages and the emulator's per-line barrier checks point into the .cu file):
   - every vector reinterpret_cast (float4/float2/uint4/uint2/unsigned/__nv_bfloat162 pointers) becomes
     emu_aligned<...>, which aborts on an access the GPU would fault on;
   - a section marked `// ---- primitives` (inline PTX) up to the next `// ---- ` marker is replaced by
-    emu_cuda.h's emulation of the same instruction (today: attention_tc.cu's mma.sync).
+    emu_cuda.h's emulation of the same instructions (today: attention_tc.cu's mma.sync and ldmatrix).
 Inline PTX anywhere else is refused: the emulator cannot run it.
 """
 import re
 import sys
 
 PRIMITIVES = {  # file -> what stands in for its primitives section
-    'attention_tc.cu': '#define att_tc_mma(d, a, b0, b1) emu_mma((d), (a), (b0), (b1), __LINE__)\n',
+    'attention_tc.cu': ('#define att_tc_mma(d, a, b0, b1) emu_mma((d), (a), (b0), (b1), __LINE__)\n'
+                        '#define att_tc_ldsm4(r, p) emu_ldmatrix4((r), (p), false, __LINE__)\n'
+                        '#define att_tc_ldsm4_trans(r, p) emu_ldmatrix4((r), (p), true, __LINE__)\n'),
 }
 
 
