@@ -34,7 +34,9 @@
 //   P = 0 (dQ); queries past Lq get lse = +inf in the dK/dV kernel, so P = 0 there.
 // Global memory: tiles are read 8, 2 or 1 bf16 at a time (16-, 4-, 2-byte loads; att_vec: head_dim and base
 //   alignment decide), outputs written 2 at a time when head_dim is even and the base 4-byte aligned.
-// Not yet: cp.async double buffering, wgmma — the tile loads are synchronous ld.global / st.shared.
+// Tile loads: the forward kernel double-buffers K/V with cp.async when 16-byte loads are possible (the next key
+//   tile lands while this one is computed); the dQ and dK/dV kernels load synchronously (ld.global / st.shared).
+//   Not yet: cp.async in the backward kernels, wgmma.
 #include <math.h>
 
 #include "attention_tc.cuh"
@@ -65,6 +67,21 @@ static __device__ __forceinline__ void att_tc_ldsm4_trans(unsigned (&r)[4], cons
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+// 16 bytes global -> shared without passing through registers (cp.async.cg: cached in L2 only); valid = false
+// writes 16 zero bytes and reads nothing. Both addresses 16-byte aligned. The copy lands at some point before
+// the wait for its group: att_tc_cp_commit closes a group, att_tc_cp_wait<N> waits until at most N of this
+// thread's groups are still in flight (other threads see the data after a __syncthreads that follows their
+// writers' waits).
+static __device__ __forceinline__ void att_tc_cp16(bf16 *dst, const bf16 *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void att_tc_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+static __device__ __forceinline__ void att_tc_cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // ---- kernels -------------------------------------------------------------------------------------------------
@@ -172,6 +189,17 @@ static __device__ __forceinline__ void att_tc_fill_v(bf16 *dst, const bf16 *src,
         }
     }
 }
+// att_tc_fill_v<ROWS, DP, 8> by cp.async: the copies are queued in this thread's open group (the caller commits
+// and waits). Needs what V = 8 needs (D % 8 == 0, src 16-byte aligned).
+template <int ROWS, int DP>
+static __device__ __forceinline__ void att_tc_fill_async(bf16 *dst, const bf16 *src, int n, int D, size_t ld) {
+    constexpr int DS = DP + 8, PER_ROW = DP / 8;
+    for (int idx = threadIdx.x; idx < ROWS * PER_ROW; idx += ATT_TC_THREADS) {
+        const int r = idx / PER_ROW, c = (idx % PER_ROW) * 8;
+        const bool in = r < n && c < D;
+        att_tc_cp16(dst + r * DS + c, in ? src + (size_t)r * ld + c : src, in);
+    }
+}
 template <int ROWS, int DP>
 static __device__ __forceinline__ void att_tc_fill(bf16 *dst, const bf16 *src, int n, int D, size_t ld, int vec) {
     if (vec == 8)
@@ -210,34 +238,56 @@ static __device__ __forceinline__ void att_tc_store(bf16 *dst, const float (&acc
 #define ATT_TC_LOG2E 1.4426950408889634f
 #define ATT_TC_LN2 0.6931471805599453f
 
-// Forward. Block = (bh, 64-query tile): blockIdx.x = bh·n_tiles + tile, bh = b·H + h. Shared: Q [64][DS] (read once
-// into A fragments), K and V [64][DS] per key tile.
-template <int DP>
+// Forward. Block = (bh, 64-query tile): blockIdx.x = bh·n_tiles + tile, bh = b·H + h. Shared: Q [64][DS], K and V
+// [64][DS] per key tile; ASYNC (16-byte loads possible, vec = 8): two K/V buffers, the next tile's cp.async in flight
+// while this one is computed.
+template <int DP, bool ASYNC>
 __global__ void __launch_bounds__(ATT_TC_THREADS)
     att_tc_forward_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int Lq, int Lk, int H,
                           int D, float scale, int n_tiles, int vec, int ovec) {
     constexpr int BQ = ATT_TC_ROWS, BK = 64, DS = DP + 8, KT = DP / 16, NT = DP / 8, ST = BK / 8;
     extern __shared__ uint4 att_tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(att_tc_smem);  // [BQ][DS]
-    bf16 *sK = sQ + BQ * DS;                             // [BK][DS]
-    bf16 *sV = sK + BK * DS;                             // [BK][DS]
+    bf16 *sKV = sQ + BQ * DS;                            // buffer i: K [BK][DS] at sKV + 2i·BK·DS, then V [BK][DS]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int tile = (int)(blockIdx.x % (unsigned)n_tiles), bh = (int)(blockIdx.x / (unsigned)n_tiles);
     const int b = bh / H, h = bh % H, q0 = tile * BQ;
     const size_t HD = (size_t)H * D;
     const bf16 *kh = k + (size_t)b * Lk * HD + (size_t)h * D;  // [Lk, D], row stride HD
     const bf16 *vh = v + (size_t)b * Lk * HD + (size_t)h * D;
-    att_tc_fill<BQ, DP>(sQ, q + ((size_t)b * Lq + q0) * HD + (size_t)h * D, min(BQ, Lq - q0), D, HD, vec);
+    const bf16 *qh = q + ((size_t)b * Lq + q0) * HD + (size_t)h * D;
+    if constexpr (ASYNC) {  // group 0: Q and key tile 0
+        att_tc_fill_async<BQ, DP>(sQ, qh, min(BQ, Lq - q0), D, HD);
+        att_tc_fill_async<BK, DP>(sKV, kh, min(BK, Lk), D, HD);
+        att_tc_fill_async<BK, DP>(sKV + BK * DS, vh, min(BK, Lk), D, HD);
+        att_tc_cp_commit();
+    } else {
+        att_tc_fill<BQ, DP>(sQ, qh, min(BQ, Lq - q0), D, HD, vec);
+    }
 
     const float sl2 = scale * ATT_TC_LOG2E;  // scores in the log2 domain
     float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g, g + 8; l: this lane's part
 #pragma unroll
     for (int dt = 0; dt < NT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
-    for (int k0 = 0; k0 < Lk; k0 += BK) {
+    for (int k0 = 0, buf = 0; k0 < Lk; k0 += BK, buf ^= ASYNC ? 1 : 0) {
         const int kn = min(BK, Lk - k0);
-        __syncthreads();  // the previous tile's K and V are no longer read (first tile: Q is written)
-        att_tc_fill<BK, DP>(sK, kh + (size_t)k0 * HD, kn, D, HD, vec);
-        att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
+        const bf16 *sK = sKV + 2 * buf * BK * DS, *sV = sK + BK * DS;
+        __syncthreads();  // the buffer written next is no longer read (first tile: Q is written)
+        if constexpr (ASYNC) {
+            if (k0 + BK < Lk) {  // prefetch the next tile into the other buffer, then wait for this one
+                bf16 *nK = sKV + 2 * (buf ^ 1) * BK * DS;
+                const int nn = min(BK, Lk - k0 - BK);
+                att_tc_fill_async<BK, DP>(nK, kh + (size_t)(k0 + BK) * HD, nn, D, HD);
+                att_tc_fill_async<BK, DP>(nK + BK * DS, vh + (size_t)(k0 + BK) * HD, nn, D, HD);
+                att_tc_cp_commit();
+                att_tc_cp_wait<1>();
+            } else {
+                att_tc_cp_wait<0>();
+            }
+        } else {
+            att_tc_fill<BK, DP>(sKV, kh + (size_t)k0 * HD, kn, D, HD, vec);
+            att_tc_fill<BK, DP>(sKV + BK * DS, vh + (size_t)k0 * HD, kn, D, HD, vec);
+        }
         __syncthreads();
         float s[ST][4];  // S of this warp's rows × the tile's keys
         att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, lane);
@@ -443,9 +493,11 @@ void att_tc_forward(Backend *be, const AttentionShape *s, bf16 *out, float *lse,
     const int vec = att_vec<bf16>(D, {q, k, v}, {8, 2}), ovec = att_vec<bf16>(D, {out}, {2});
     att_tc_with_dp(D, [&](auto dp) {
         constexpr int DP = decltype(dp)::value;
-        auto *kernel = att_tc_forward_kernel<DP>;
-        const size_t smem = att_smem_opt_in(be, kernel, 3 * att_tc_tile_bytes(ATT_TC_ROWS, DP) / sizeof(float),
-                                            "att_tc_forward_kernel");
+        // cp.async double buffering where 16-byte loads are possible (Q + two K/V buffers), else synchronous tiles.
+        const bool async = vec == 8;
+        auto *kernel = async ? att_tc_forward_kernel<DP, true> : att_tc_forward_kernel<DP, false>;
+        const size_t bytes = (async ? 5 : 3) * att_tc_tile_bytes(ATT_TC_ROWS, DP);
+        const size_t smem = att_smem_opt_in(be, kernel, bytes / sizeof(float), "att_tc_forward_kernel");
         int n_tiles;
         const unsigned blocks = att_fused_blocks(s, s->Lq, ATT_TC_ROWS, &n_tiles);
         // out [B, Lq, HD], lse [B, heads, Lq]

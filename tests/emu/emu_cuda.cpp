@@ -76,6 +76,12 @@ int n_warp_parked;
 std::vector<unsigned> mslots[2];  // [threads][6]: a0..a3, b0, b1 of each lane at an mma
 std::vector<const unsigned char *> pslots[2];  // [threads]: each lane's row address at an ldmatrix
 size_t g_smem_bytes;  // this launch's dynamic shared memory
+struct AsyncCopy {
+    unsigned char *dst;
+    const unsigned char *src;  // nullptr: zero fill
+};
+std::vector<std::vector<AsyncCopy>> async_open;                // [threads] copies not yet committed
+std::vector<std::vector<std::vector<AsyncCopy>>> async_groups;  // [threads] committed groups, oldest first
 std::mt19937 rng(12345);
 
 void yield_to_sched() {
@@ -247,6 +253,29 @@ void emu_ldmatrix4(unsigned *r, const void *row_address, bool trans, int line) {
     fib[tid].parity ^= 1;
 }
 
+void emu_cp_async16(void *smem_dst, const void *global_src, bool valid, int line) {
+    unsigned char *d = (unsigned char *)smem_dst, *base = (unsigned char *)g_smem;
+    if ((uintptr_t)d % 16 || (valid && (uintptr_t)global_src % 16))
+        EMU_FAIL("line %d: cp.async of 16 bytes with a misaligned address (dst %p, src %p)", line, smem_dst, global_src);
+    if (d < base || d + 16 > base + g_smem_bytes)
+        EMU_FAIL("line %d: cp.async destination %p outside the block's dynamic shared memory", line, smem_dst);
+    async_open[cur].push_back(AsyncCopy{d, valid ? (const unsigned char *)global_src : nullptr});
+}
+void emu_cp_async_commit() {
+    async_groups[cur].push_back(std::move(async_open[cur]));
+    async_open[cur].clear();
+}
+void emu_cp_async_wait(int groups_in_flight) {
+    auto &groups = async_groups[cur];
+    while ((int)groups.size() > groups_in_flight) {
+        for (const AsyncCopy &c : groups.front()) {
+            if (c.src) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        }
+        groups.erase(groups.begin());
+    }
+}
+
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &f) {
     const unsigned threads = block.x * block.y * block.z;
     if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
@@ -288,6 +317,8 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
             fib[t].line = -1;
         }
         n_done = n_block = n_warp_parked = 0;
+        async_open.assign(threads, {});  // copies a thread never waited for die with its block, as on the GPU
+        async_groups.assign(threads, {});
         warp_wait.assign(lanes / 32, 0);
         for (;;) {
             if (emu_order == EMU_RANDOM) {

@@ -111,6 +111,12 @@ void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line);
 // matrix i (16-byte aligned, inside the block's dynamic shared memory); r[i] = {M_i[lane/4][2(lane%4)],
 // M_i[lane/4][2(lane%4)+1]}, or with trans {M_i[2(lane%4)][lane/4], M_i[2(lane%4)+1][lane/4]}, low half first.
 void emu_ldmatrix4(unsigned *r, const void *row_address, bool trans, int line);
+// cp.async.cg.shared.global (16 bytes; valid = false: 16 zero bytes, nothing read) with commit_group / wait_group:
+// a thread's copies land only when that thread waits for their group, so a tile read before its wait (or before
+// the barrier after the writers' waits) shows stale or NaN-poisoned data.
+void emu_cp_async16(void *smem_dst, const void *global_src, bool valid, int line);
+void emu_cp_async_commit();
+void emu_cp_async_wait(int groups_in_flight);
 extern long long emu_stats_mma;
 
 enum EmuOrder { EMU_FORWARD = 0, EMU_REVERSE = 1, EMU_RANDOM = 2 };

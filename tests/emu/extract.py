@@ -8,7 +8,7 @@ tc: attention_tc.cu's kernels and launchers; fused: attention.cu's FFMA fused ke
 the bf16 fallback's widen/round kernels and the fused launchers (att_fused_forward, att_delta,
 att_fused_backward). The code is copied unchanged except for mechanical rewrites, each counted and asserted so
 that a change to the source the rewrites no longer cover fails loudly:
-  - (tc) the primitives section (inline PTX: mma, ldmatrix) is replaced by translate.py's emulated stand-ins;
+  - (tc) the primitives section (inline PTX: mma, ldmatrix, cp.async) is replaced by translate.py's emulated stand-ins;
   - `extern __shared__ T name[];` reads the emulator's dynamic shared memory;
   - `k<<<grid, block, smem, stream>>>(args)` becomes `emu_launcher(k, grid, block, smem, stream)(args)`;
   - every vector reinterpret_cast (float4/float2/uint4/uint2/unsigned pointers) becomes emu_aligned<...>, which

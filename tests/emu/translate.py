@@ -14,7 +14,8 @@ messages and the emulator's per-line barrier checks point into the .cu file):
   - every vector reinterpret_cast (float4/float2/uint4/uint2/unsigned/__nv_bfloat162 pointers) becomes
     emu_aligned<...>, which aborts on an access the GPU would fault on;
   - a section marked `// ---- primitives` (inline PTX) up to the next `// ---- ` marker is replaced by
-    emu_cuda.h's emulation of the same instructions (today: attention_tc.cu's mma.sync and ldmatrix).
+    emu_cuda.h's emulation of the same instructions (today: attention_tc.cu's mma.sync, ldmatrix and
+    cp.async).
 Inline PTX anywhere else is refused: the emulator cannot run it.
 """
 import re
@@ -23,7 +24,10 @@ import sys
 PRIMITIVES = {  # file -> what stands in for its primitives section
     'attention_tc.cu': ('#define att_tc_mma(d, a, b0, b1) emu_mma((d), (a), (b0), (b1), __LINE__)\n'
                         '#define att_tc_ldsm4(r, p) emu_ldmatrix4((r), (p), false, __LINE__)\n'
-                        '#define att_tc_ldsm4_trans(r, p) emu_ldmatrix4((r), (p), true, __LINE__)\n'),
+                        '#define att_tc_ldsm4_trans(r, p) emu_ldmatrix4((r), (p), true, __LINE__)\n'
+                        '#define att_tc_cp16(dst, src, valid) emu_cp_async16((dst), (src), (valid), __LINE__)\n'
+                        '#define att_tc_cp_commit() emu_cp_async_commit()\n'
+                        'template <int N> static inline void att_tc_cp_wait() { emu_cp_async_wait(N); }\n'),
 }
 
 
