@@ -86,8 +86,8 @@ if [ $quick -eq 0 ]; then
   log "op benchmarks (cuda, sd preset)"
   ./build-gpu/diffurl bench ops --device cuda --json "$OUT/bench_ops_cuda.json" >"$OUT/bench_ops_cuda.txt" 2>&1
   bench_rc=$?
-  log "bf16 attention on the other device paths (FFMA fused kernels, cuBLAS) for the tensor-core comparison"
-  for path in fma gemm; do
+  log "bf16 attention on the other device paths (FFMA fused kernels, cuBLAS, tensor cores without cp.async)"
+  for path in fma gemm tc-sync; do
     DIFFURL_CUDA_ATTENTION=$path ./build-gpu/diffurl bench ops --device cuda --filter attn \
         >"$OUT/bench_attn_$path.txt" 2>&1 || bench_rc=$?
   done
@@ -112,7 +112,7 @@ if [ $quick -eq 0 ]; then
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc  bench rc=$bench_rc"
   grep -E "tests passed" "$OUT/ctest_gpu.log" "$OUT"/ctest_cpu.log 2>/dev/null
   tail -60 "$OUT/bench_ops_cuda.txt"
-  for path in fma gemm; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
+  for path in fma gemm tc-sync; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
   grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
   [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
 else

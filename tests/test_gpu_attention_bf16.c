@@ -216,7 +216,8 @@ static void test_attention(Backend *cpu, Backend *gpu, TestRng *rng, AttentionSh
     DevOuts g = dev_run(gpu, &s, scale, q, k, v, dout, out_c, lse_c, NULL, NULL, true, true, true);
     HostOuts a = dev_outs_download(gpu, &s, &g);
     check_named(tag, "lse", a.lse, lse_c, nl, TOL_F32);
-    const bool tensor_cores = strcmp(path_name(), "auto") == 0 && s.head_dim <= TC_MAX_D;
+    const bool tensor_cores =
+        (strcmp(path_name(), "auto") == 0 || strcmp(path_name(), "tc-sync") == 0) && s.head_dim <= TC_MAX_D;
     if (tensor_cores) {
         // The exact result: the CPU fp32 op on the widened inputs (the backward on the CPU bf16 out and lse, as the
         // device's).
@@ -384,16 +385,23 @@ int main(void) {
 
     backend_destroy(cpu);
     backend_destroy(gpu);
-    if (!is_parent) return test_finish(strcmp(path_name(), "gemm") == 0  ? "test_gpu_attention_bf16 (gemm path)"
-                                       : strcmp(path_name(), "fma") == 0 ? "test_gpu_attention_bf16 (fma path)"
-                                                                         : "test_gpu_attention_bf16 (child)");
+    if (!is_parent) {
+        char name[96];
+        snprintf(name, sizeof name, "test_gpu_attention_bf16 (%s path)", path_name());
+        return test_finish(name);
+    }
 
-    // The same checks on the FFMA fused kernels for every head_dim they take, and on the gemm path (the bf16
-    // fallback around cuBLAS), each in a child process (the variable is read once per process).
+    // The same checks on the FFMA fused kernels for every head_dim they take, on the gemm path (the bf16 fallback
+    // around cuBLAS) and on the tensor-core kernels without cp.async, each in a child process (the variable is read
+    // once per process).
     const int rc_fma = test_run_self_with_env(PATH_ENV, "fma", NULL, 0);
     CHECK(rc_fma == 0, "DIFFURL_CUDA_ATTENTION=fma: every check passes on the FFMA fused kernels (child exit %d)",
           rc_fma);
     const int rc_gemm = test_run_self_with_env(PATH_ENV, "gemm", NULL, 0);
     CHECK(rc_gemm == 0, "DIFFURL_CUDA_ATTENTION=gemm: every check passes on the gemm path (child exit %d)", rc_gemm);
+    // The tensor-core kernels with synchronous tile loads (no cp.async pipelining).
+    const int rc_sync = test_run_self_with_env(PATH_ENV, "tc-sync", NULL, 0);
+    CHECK(rc_sync == 0, "DIFFURL_CUDA_ATTENTION=tc-sync: every check passes without cp.async (child exit %d)",
+          rc_sync);
     return test_finish("test_gpu_attention_bf16");
 }

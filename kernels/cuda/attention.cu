@@ -29,7 +29,9 @@
 //   unset, "" or "auto": bf16 on tensor cores up to head_dim 128, else the FFMA fused kernels up to
 //   ATT_FUSED_MAX_D = 160, else gemm (the fallback for bf16); fp32 on the FFMA fused kernels up to 160, else gemm;
 //   "fma": the FFMA fused kernels for both (bf16 bit for bit the fp32 kernels'), gemm beyond 160;
-//   "gemm": the cuBLAS path; anything else is a fatal error that names the value.
+//   "gemm": the cuBLAS path; "tc-sync": auto with the tensor-core kernels' tiles loaded synchronously instead of
+//   cp.async-pipelined (the same bits; to measure what the pipelining gives); anything else is a fatal error that
+//   names the value.
 //
 // Fused path (FlashAttention-2's algorithm in fp32 FFMA, no TF32; memory O(B·heads·Lq) beyond the tensors):
 //   forward   one block per (b, h, query tile of BQ rows): Q tile in shared memory, K/V tiles of BK keys
@@ -854,16 +856,18 @@ static void att_fused_backward(Backend *be, const AttentionShape *s, T *d_q, T *
 
 // ---- entry points --------------------------------------------------------------------------------------
 
-typedef enum { ATT_PATH_AUTO = 0, ATT_PATH_FMA = 1, ATT_PATH_GEMM = 2 } AttPath;
+typedef enum { ATT_PATH_AUTO = 0, ATT_PATH_FMA = 1, ATT_PATH_GEMM = 2, ATT_PATH_TC_SYNC = 3 } AttPath;
 
 static AttPath att_path_from_env(void) {
     const char *v = getenv("DIFFURL_CUDA_ATTENTION");
     if (!v || !v[0] || strcmp(v, "auto") == 0) return ATT_PATH_AUTO;
     if (strcmp(v, "fma") == 0) return ATT_PATH_FMA;
     if (strcmp(v, "gemm") == 0) return ATT_PATH_GEMM;
+    if (strcmp(v, "tc-sync") == 0) return ATT_PATH_TC_SYNC;
     DF_FATAL("DIFFURL_CUDA_ATTENTION=\"%s\" is not an attention path\n"
              "  hint: use \"auto\" (the default: fused kernels, tensor cores for bf16), \"fma\" (fused kernels in "
-             "fp32 FFMA only) or \"gemm\" (cuBLAS, materialises the scores), or unset it", v);
+             "fp32 FFMA only), \"gemm\" (cuBLAS, materialises the scores) or \"tc-sync\" (auto without cp.async "
+             "pipelining), or unset it", v);
 }
 
 // The path of this process (the environment is read once, at the first attention call).
@@ -879,7 +883,7 @@ static bool att_use_fused(const AttentionShape *s) {
 
 // The tensor-core kernels (bf16 entry points only).
 static bool att_use_tc(const AttentionShape *s) {
-    return att_path() == ATT_PATH_AUTO && s->head_dim <= ATT_TC_MAX_D;
+    return (att_path() == ATT_PATH_AUTO || att_path() == ATT_PATH_TC_SYNC) && s->head_dim <= ATT_TC_MAX_D;
 }
 
 extern "C" void cuda_attention_forward(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q,
@@ -982,7 +986,8 @@ extern "C" void cuda_attention_forward_bf16(Backend *be, const AttentionShape *s
     att_check_shape(s);
     if (s->B == 0) return;
     if (att_use_tc(s))
-        att_tc_forward(be, s, as_bf16(out), lse, as_bf16(q), as_bf16(k), as_bf16(v), scale);
+        att_tc_forward(be, s, as_bf16(out), lse, as_bf16(q), as_bf16(k), as_bf16(v), scale,
+                       att_path() != ATT_PATH_TC_SYNC);
     else if (att_use_fused(s))
         att_fused_forward(be, s, as_bf16(out), lse, as_bf16(q), as_bf16(k), as_bf16(v), scale);
     else
@@ -999,7 +1004,7 @@ extern "C" void cuda_attention_backward_bf16(Backend *be, const AttentionShape *
     if (att_use_tc(s)) {
         const float *delta = d_q || d_k ? att_delta(be, s, as_bf16(d_out), as_bf16(out)) : NULL;
         att_tc_backward(be, s, as_bf16(d_q), as_bf16(d_k), as_bf16(d_v), as_bf16(d_out), as_bf16(q), as_bf16(k),
-                        as_bf16(v), lse, delta, scale);
+                        as_bf16(v), lse, delta, scale, att_path() != ATT_PATH_TC_SYNC);
     } else if (att_use_fused(s))
         att_fused_backward(be, s, as_bf16(d_q), as_bf16(d_k), as_bf16(d_v), as_bf16(d_out), as_bf16(q), as_bf16(k),
                            as_bf16(v), as_bf16(out), lse, scale);

@@ -34,9 +34,9 @@
 //   P = 0 (dQ); queries past Lq get lse = +inf in the dK/dV kernel, so P = 0 there.
 // Global memory: tiles are read 8, 2 or 1 bf16 at a time (16-, 4-, 2-byte loads; att_vec: head_dim and base
 //   alignment decide), outputs written 2 at a time when head_dim is even and the base 4-byte aligned.
-// Tile loads: the forward kernel double-buffers K/V with cp.async when 16-byte loads are possible (the next key
-//   tile lands while this one is computed); the dQ and dK/dV kernels load synchronously (ld.global / st.shared).
-//   Not yet: cp.async in the backward kernels, wgmma.
+// Tile loads: where 16-byte loads are possible (head_dim % 8 == 0, 16-byte aligned bases) the streamed tiles are
+//   double-buffered with cp.async (the next tile lands while this one is computed: K/V in the forward and dQ
+//   kernels, Q/dO in the dK/dV kernel); otherwise synchronous ld.global / st.shared. Not yet: wgmma, TMA.
 #include <math.h>
 
 #include "attention_tc.cuh"
@@ -200,6 +200,29 @@ static __device__ __forceinline__ void att_tc_fill_async(bf16 *dst, const bf16 *
         att_tc_cp16(dst + r * DS + c, in ? src + (size_t)r * ld + c : src, in);
     }
 }
+// Two row tiles X and Y ([R][DS] each, rows r0.. of x and y, row stride ld, rows past L zero) double-buffered by
+// cp.async: buffer i holds X at base + 2i·R·DS and Y after it. pair_async queues buffer buf's copies;
+// pair_advance, at the top of the iteration that computes on buffer buf, queues rows r0 + R.. into the other
+// buffer (whose last readers the caller's barrier has waited for) and waits for buffer buf's group.
+template <int R, int DP>
+static __device__ __forceinline__ void att_tc_pair_async(bf16 *base, int buf, const bf16 *x, const bf16 *y, int r0,
+                                                         int L, int D, size_t ld) {
+    constexpr int DS = DP + 8;
+    bf16 *dx = base + 2 * buf * R * DS;
+    att_tc_fill_async<R, DP>(dx, x + (size_t)r0 * ld, min(R, L - r0), D, ld);
+    att_tc_fill_async<R, DP>(dx + R * DS, y + (size_t)r0 * ld, min(R, L - r0), D, ld);
+}
+template <int R, int DP>
+static __device__ __forceinline__ void att_tc_pair_advance(bf16 *base, int buf, const bf16 *x, const bf16 *y, int r0,
+                                                           int L, int D, size_t ld) {
+    if (r0 + R < L) {
+        att_tc_pair_async<R, DP>(base, buf ^ 1, x, y, r0 + R, L, D, ld);
+        att_tc_cp_commit();
+        att_tc_cp_wait<1>();
+    } else {
+        att_tc_cp_wait<0>();
+    }
+}
 template <int ROWS, int DP>
 static __device__ __forceinline__ void att_tc_fill(bf16 *dst, const bf16 *src, int n, int D, size_t ld, int vec) {
     if (vec == 8)
@@ -258,8 +281,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     const bf16 *qh = q + ((size_t)b * Lq + q0) * HD + (size_t)h * D;
     if constexpr (ASYNC) {  // group 0: Q and key tile 0
         att_tc_fill_async<BQ, DP>(sQ, qh, min(BQ, Lq - q0), D, HD);
-        att_tc_fill_async<BK, DP>(sKV, kh, min(BK, Lk), D, HD);
-        att_tc_fill_async<BK, DP>(sKV + BK * DS, vh, min(BK, Lk), D, HD);
+        att_tc_pair_async<BK, DP>(sKV, 0, kh, vh, 0, Lk, D, HD);
         att_tc_cp_commit();
     } else {
         att_tc_fill<BQ, DP>(sQ, qh, min(BQ, Lq - q0), D, HD, vec);
@@ -274,16 +296,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         const bf16 *sK = sKV + 2 * buf * BK * DS, *sV = sK + BK * DS;
         __syncthreads();  // the buffer written next is no longer read (first tile: Q is written)
         if constexpr (ASYNC) {
-            if (k0 + BK < Lk) {  // prefetch the next tile into the other buffer, then wait for this one
-                bf16 *nK = sKV + 2 * (buf ^ 1) * BK * DS;
-                const int nn = min(BK, Lk - k0 - BK);
-                att_tc_fill_async<BK, DP>(nK, kh + (size_t)(k0 + BK) * HD, nn, D, HD);
-                att_tc_fill_async<BK, DP>(nK + BK * DS, vh + (size_t)(k0 + BK) * HD, nn, D, HD);
-                att_tc_cp_commit();
-                att_tc_cp_wait<1>();
-            } else {
-                att_tc_cp_wait<0>();
-            }
+            att_tc_pair_advance<BK, DP>(sKV, buf, kh, vh, k0, Lk, D, HD);
         } else {
             att_tc_fill<BK, DP>(sKV, kh + (size_t)k0 * HD, kn, D, HD, vec);
             att_tc_fill<BK, DP>(sKV + BK * DS, vh + (size_t)k0 * HD, kn, D, HD, vec);
@@ -340,8 +353,9 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
 }
 
 // dQ. Block = (bh, 64-query tile), key tiles of 64: S = Q Kᵀ, P = exp2(log2e·(scale·S − lse)) (0 for keys past Lk),
-// dP = dO Vᵀ, dS = P ∘ (dP − Δ), dQ += dS K; finally d_q = scale·dQ. Shared: Q, dO [64][DS], K, V [64][DS].
-template <int DP>
+// dP = dO Vᵀ, dS = P ∘ (dP − Δ), dQ += dS K; finally d_q = scale·dQ. Shared: Q, dO [64][DS], K, V [64][DS] (ASYNC:
+// two K/V buffers, as in the forward kernel).
+template <int DP, bool ASYNC>
 __global__ void __launch_bounds__(ATT_TC_THREADS)
     att_tc_dq_kernel(bf16 *d_q, const bf16 *d_out, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                      const float *delta, int Lq, int Lk, int H, int D, float scale, int n_tiles, int vec, int ovec) {
@@ -349,8 +363,7 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     extern __shared__ uint4 att_tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(att_tc_smem);  // [BQ][DS]
     bf16 *sdO = sQ + BQ * DS;                            // [BQ][DS]
-    bf16 *sK = sdO + BQ * DS;                            // [BK][DS]
-    bf16 *sV = sK + BK * DS;                             // [BK][DS]
+    bf16 *sKV = sdO + BQ * DS;                           // buffer i: K [BK][DS] at sKV + 2i·BK·DS, then V [BK][DS]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int tile = (int)(blockIdx.x % (unsigned)n_tiles), bh = (int)(blockIdx.x / (unsigned)n_tiles);
     const int b = bh / H, h = bh % H, q0 = tile * BQ;
@@ -358,8 +371,15 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     const bf16 *kh = k + (size_t)b * Lk * HD + (size_t)h * D;
     const bf16 *vh = v + (size_t)b * Lk * HD + (size_t)h * D;
     const int qn = min(BQ, Lq - q0);
-    att_tc_fill<BQ, DP>(sQ, q + qoff, qn, D, HD, vec);
-    att_tc_fill<BQ, DP>(sdO, d_out + qoff, qn, D, HD, vec);
+    if constexpr (ASYNC) {  // group 0: Q, dO and key tile 0
+        att_tc_fill_async<BQ, DP>(sQ, q + qoff, qn, D, HD);
+        att_tc_fill_async<BQ, DP>(sdO, d_out + qoff, qn, D, HD);
+        att_tc_pair_async<BK, DP>(sKV, 0, kh, vh, 0, Lk, D, HD);
+        att_tc_cp_commit();
+    } else {
+        att_tc_fill<BQ, DP>(sQ, q + qoff, qn, D, HD, vec);
+        att_tc_fill<BQ, DP>(sdO, d_out + qoff, qn, D, HD, vec);
+    }
     const int r = q0 + warp * 16 + g;  // this lane's rows r and r + 8 (past Lq: computed, never stored)
     const float lse0 = r < Lq ? lse[(size_t)bh * Lq + r] * ATT_TC_LOG2E : 0.0f;
     const float lse1 = r + 8 < Lq ? lse[(size_t)bh * Lq + r + 8] * ATT_TC_LOG2E : 0.0f;
@@ -369,11 +389,16 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     float dq[NT][4];
 #pragma unroll
     for (int dt = 0; dt < NT; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
-    for (int k0 = 0; k0 < Lk; k0 += BK) {
+    for (int k0 = 0, buf = 0; k0 < Lk; k0 += BK, buf ^= ASYNC ? 1 : 0) {
         const int kn = min(BK, Lk - k0);
-        __syncthreads();  // the previous tile's K and V are no longer read
-        att_tc_fill<BK, DP>(sK, kh + (size_t)k0 * HD, kn, D, HD, vec);
-        att_tc_fill<BK, DP>(sV, vh + (size_t)k0 * HD, kn, D, HD, vec);
+        const bf16 *sK = sKV + 2 * buf * BK * DS, *sV = sK + BK * DS;
+        __syncthreads();  // the buffer written next is no longer read
+        if constexpr (ASYNC) {
+            att_tc_pair_advance<BK, DP>(sKV, buf, kh, vh, k0, Lk, D, HD);
+        } else {
+            att_tc_fill<BK, DP>(sKV, kh + (size_t)k0 * HD, kn, D, HD, vec);
+            att_tc_fill<BK, DP>(sKV + BK * DS, vh + (size_t)k0 * HD, kn, D, HD, vec);
+        }
         __syncthreads();
         float s[ST][4], dp[ST][4];
         att_tc_abt<DS, KT, ST>(s, sQ, warp * 16, sK, lane);    // S = Q Kᵀ
@@ -396,20 +421,20 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
 
 // dK and dV. Block = (bh, 64-key tile), query tiles of BQ (64 or 32): Sᵀ = K Qᵀ, Pᵀ = exp2(log2e·(scale·Sᵀ − lse))
 // (0 for queries past Lq), dV += Pᵀ dO; with d_k: dPᵀ = V dOᵀ, dSᵀ = Pᵀ ∘ (dPᵀ − Δ), dK += dSᵀ Q, d_k = scale·dK.
-// Shared: K, V [64][DS], Q, dO [BQ][DS], lse·log2e and Δ [BQ] of the query tile.
-template <int DP, int BQ>
+// Shared: K, V [64][DS], Q, dO [BQ][DS] (ASYNC: two Q/dO buffers, the next query tile's cp.async in flight while
+// this one is computed), lse·log2e and Δ [BQ] of the query tile.
+template <int DP, int BQ, bool ASYNC>
 __global__ void __launch_bounds__(ATT_TC_THREADS)
     att_tc_dkv_kernel(bf16 *d_k, bf16 *d_v, const bf16 *d_out, const bf16 *q, const bf16 *k, const bf16 *v,
                       const float *lse, const float *delta, int Lq, int Lk, int H, int D, float scale, int n_tiles,
                       int vec, int ovec) {
-    constexpr int BK = ATT_TC_ROWS, DS = DP + 8, KT = DP / 16, NT = DP / 8, ST = BQ / 8;
+    constexpr int BK = ATT_TC_ROWS, DS = DP + 8, KT = DP / 16, NT = DP / 8, ST = BQ / 8, NBUF = ASYNC ? 2 : 1;
     extern __shared__ uint4 att_tc_smem[];
     bf16 *sK = reinterpret_cast<bf16 *>(att_tc_smem);  // [BK][DS]
     bf16 *sV = sK + BK * DS;                             // [BK][DS]
-    bf16 *sQ = sV + BK * DS;                             // [BQ][DS]
-    bf16 *sdO = sQ + BQ * DS;                            // [BQ][DS]
-    float *sL = reinterpret_cast<float *>(sdO + BQ * DS);  // [BQ] lse·log2e (+inf past Lq)
-    float *sD = sL + BQ;                                    // [BQ] Δ
+    bf16 *sQdO = sV + BK * DS;  // buffer i: Q [BQ][DS] at sQdO + 2i·BQ·DS, then dO [BQ][DS]
+    float *sL = reinterpret_cast<float *>(sQdO + NBUF * 2 * BQ * DS);  // [BQ] lse·log2e (+inf past Lq)
+    float *sD = sL + BQ;                                                // [BQ] Δ
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int tile = (int)(blockIdx.x % (unsigned)n_tiles), bh = (int)(blockIdx.x / (unsigned)n_tiles);
     const int b = bh / H, h = bh % H, k0 = tile * BK;
@@ -418,19 +443,31 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     const bf16 *doh = d_out + (size_t)b * Lq * HD + (size_t)h * D;
     const int kn = min(BK, Lk - k0);
     const bool with_dk = d_k != NULL;  // uniform over the grid
-    att_tc_fill<BK, DP>(sK, k + koff, kn, D, HD, vec);
-    att_tc_fill<BK, DP>(sV, v + koff, kn, D, HD, vec);
+    if constexpr (ASYNC) {  // group 0: K, V and query tile 0
+        att_tc_fill_async<BK, DP>(sK, k + koff, kn, D, HD);
+        att_tc_fill_async<BK, DP>(sV, v + koff, kn, D, HD);
+        att_tc_pair_async<BQ, DP>(sQdO, 0, qh, doh, 0, Lq, D, HD);
+        att_tc_cp_commit();
+    } else {
+        att_tc_fill<BK, DP>(sK, k + koff, kn, D, HD, vec);
+        att_tc_fill<BK, DP>(sV, v + koff, kn, D, HD, vec);
+    }
     const float sl2 = scale * ATT_TC_LOG2E;
     float dk[NT][4], dv[NT][4];
 #pragma unroll
     for (int dt = 0; dt < NT; dt++)
 #pragma unroll
         for (int c = 0; c < 4; c++) dk[dt][c] = dv[dt][c] = 0.0f;
-    for (int q0 = 0; q0 < Lq; q0 += BQ) {
+    for (int q0 = 0, buf = 0; q0 < Lq; q0 += BQ, buf ^= ASYNC ? 1 : 0) {
         const int qn = min(BQ, Lq - q0);
-        __syncthreads();  // the previous query tile is no longer read
-        att_tc_fill<BQ, DP>(sQ, qh + (size_t)q0 * HD, qn, D, HD, vec);
-        att_tc_fill<BQ, DP>(sdO, doh + (size_t)q0 * HD, qn, D, HD, vec);
+        const bf16 *sQ = sQdO + 2 * buf * BQ * DS, *sdO = sQ + BQ * DS;
+        __syncthreads();  // the buffer written next, sL and sD are no longer read
+        if constexpr (ASYNC) {
+            att_tc_pair_advance<BQ, DP>(sQdO, buf, qh, doh, q0, Lq, D, HD);
+        } else {
+            att_tc_fill<BQ, DP>(sQdO, qh + (size_t)q0 * HD, qn, D, HD, vec);
+            att_tc_fill<BQ, DP>(sQdO + BQ * DS, doh + (size_t)q0 * HD, qn, D, HD, vec);
+        }
         for (int i = threadIdx.x; i < BQ; i += ATT_TC_THREADS) {
             sL[i] = i < qn ? lse[(size_t)bh * Lq + q0 + i] * ATT_TC_LOG2E : INFINITY;
             sD[i] = i < qn && with_dk ? delta[(size_t)bh * Lq + q0 + i] : 0.0f;
@@ -487,14 +524,14 @@ static void att_tc_with_dp(int D, F &&f) {
 static constexpr size_t att_tc_tile_bytes(int rows, int DP) { return (size_t)rows * (DP + 8) * sizeof(bf16); }
 
 void att_tc_forward(Backend *be, const AttentionShape *s, bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                    const bf16 *v, float scale) {
+                    const bf16 *v, float scale, bool pipelined) {
     cudaStream_t stream = cuda_stream(be);
     const int D = s->head_dim;
     const int vec = att_vec<bf16>(D, {q, k, v}, {8, 2}), ovec = att_vec<bf16>(D, {out}, {2});
     att_tc_with_dp(D, [&](auto dp) {
         constexpr int DP = decltype(dp)::value;
         // cp.async double buffering where 16-byte loads are possible (Q + two K/V buffers), else synchronous tiles.
-        const bool async = vec == 8;
+        const bool async = pipelined && vec == 8;
         auto *kernel = async ? att_tc_forward_kernel<DP, true> : att_tc_forward_kernel<DP, false>;
         const size_t bytes = (async ? 5 : 3) * att_tc_tile_bytes(ATT_TC_ROWS, DP);
         const size_t smem = att_smem_opt_in(be, kernel, bytes / sizeof(float), "att_tc_forward_kernel");
@@ -509,17 +546,18 @@ void att_tc_forward(Backend *be, const AttentionShape *s, bf16 *out, float *lse,
 
 void att_tc_backward(Backend *be, const AttentionShape *s, bf16 *d_q, bf16 *d_k, bf16 *d_v, const bf16 *d_out,
                      const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *delta,
-                     float scale) {
+                     float scale, bool pipelined) {
     cudaStream_t stream = cuda_stream(be);
     const int Lq = s->Lq, Lk = s->Lk, H = s->heads, D = s->head_dim;
     DF_CHECK(delta != NULL || (!d_q && !d_k), "attention (tensor cores): d_q and d_k need delta");
     const int vec = att_vec<bf16>(D, {d_out, q, k, v}, {8, 2});
+    const bool async = pipelined && vec == 8;  // cp.async double buffering where 16-byte loads are possible
     att_tc_with_dp(D, [&](auto dp) {
         constexpr int DP = decltype(dp)::value;
         if (d_k || d_v) {
             constexpr int BQ = DP <= 64 ? 64 : 32;  // bounds the registers: dK, dV [DP/8][4] each + Sᵀ, dPᵀ [BQ/8][4]
-            auto *kernel = att_tc_dkv_kernel<DP, BQ>;
-            const size_t bytes = 2 * att_tc_tile_bytes(ATT_TC_ROWS, DP) + 2 * att_tc_tile_bytes(BQ, DP) +
+            auto *kernel = async ? att_tc_dkv_kernel<DP, BQ, true> : att_tc_dkv_kernel<DP, BQ, false>;
+            const size_t bytes = 2 * att_tc_tile_bytes(ATT_TC_ROWS, DP) + (async ? 4 : 2) * att_tc_tile_bytes(BQ, DP) +
                                  2 * BQ * sizeof(float);
             const size_t smem = att_smem_opt_in(be, kernel, bytes / sizeof(float), "att_tc_dkv_kernel");
             int n_tiles;
@@ -530,9 +568,9 @@ void att_tc_backward(Backend *be, const AttentionShape *s, bf16 *d_q, bf16 *d_k,
             CUDA_LAUNCH_CHECK("att_tc_dkv_kernel");
         }
         if (d_q) {
-            auto *kernel = att_tc_dq_kernel<DP>;
-            const size_t smem = att_smem_opt_in(be, kernel, 4 * att_tc_tile_bytes(ATT_TC_ROWS, DP) / sizeof(float),
-                                                "att_tc_dq_kernel");
+            auto *kernel = async ? att_tc_dq_kernel<DP, true> : att_tc_dq_kernel<DP, false>;
+            const size_t bytes = (async ? 6 : 4) * att_tc_tile_bytes(ATT_TC_ROWS, DP);
+            const size_t smem = att_smem_opt_in(be, kernel, bytes / sizeof(float), "att_tc_dq_kernel");
             int n_tiles;
             const unsigned blocks = att_fused_blocks(s, Lq, ATT_TC_ROWS, &n_tiles);
             const int ovec = att_vec<bf16>(D, {d_q}, {2});

@@ -52,13 +52,16 @@ static inline unsigned att_fused_blocks(const AttentionShape *s, int L, int tile
 }
 
 // Forward: out [B, Lq, HD] bf16, lse [B, heads, Lq] fp32 (NULL: not saved). s->head_dim <= ATT_TC_MAX_D, B > 0.
+// pipelined: cp.async double buffering where 16-byte loads are possible (false: synchronous tile loads, the same
+// bits; DIFFURL_CUDA_ATTENTION=tc-sync, for comparison).
 void att_tc_forward(Backend *be, const AttentionShape *s, __nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q,
-                    const __nv_bfloat16 *k, const __nv_bfloat16 *v, float scale);
+                    const __nv_bfloat16 *k, const __nv_bfloat16 *v, float scale, bool pipelined);
 
 // Backward: d_q [B, Lq, HD], d_k, d_v [B, Lk, HD] (each may be NULL: skipped), from d_out, q, k, v, the forward's lse
-// and delta [B, heads, Lq] = Σ_d d_out·out per row (computed by the caller; may be NULL when d_q and d_k are NULL).
+// and delta [B, heads, Lq] = Σ_d d_out·out per row (computed by the caller; may be NULL when d_q and d_k are NULL);
+// pipelined as in the forward.
 void att_tc_backward(Backend *be, const AttentionShape *s, __nv_bfloat16 *d_q, __nv_bfloat16 *d_k, __nv_bfloat16 *d_v,
                      const __nv_bfloat16 *d_out, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                     const __nv_bfloat16 *v, const float *lse, const float *delta, float scale);
+                     const __nv_bfloat16 *v, const float *lse, const float *delta, float scale, bool pipelined);
 
 #endif  // DIFFURL_ATTENTION_TC_CUH

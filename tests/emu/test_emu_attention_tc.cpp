@@ -27,7 +27,7 @@ struct Run {
 static Run dev_run(const AttentionShape &s, float scale, const std::vector<uint16_t> &q, const std::vector<uint16_t> &k,
                    const std::vector<uint16_t> &v, const std::vector<uint16_t> &dout, const std::vector<uint16_t> &bwd_out,
                    const std::vector<float> &bwd_lse, const int *in_off, const int *out_off, bool wq, bool wk, bool wv,
-                   bool with_lse = true) {
+                   bool with_lse = true, bool pipelined = true) {
     static const int z[4] = {0, 0, 0, 0};
     if (!in_off) in_off = z;
     if (!out_off) out_off = z;
@@ -41,7 +41,7 @@ static Run dev_run(const AttentionShape &s, float scale, const std::vector<uint1
     gdo.alloc(nq, hb(dout.data()), in_off[3]);
     gout.alloc(nq, nullptr, out_off[0]);
     glse.alloc(nl, nullptr);
-    att_tc_forward(nullptr, &s, gout.p(), with_lse ? glse.p() : nullptr, gq.p(), gk.p(), gv.p(), scale);
+    att_tc_forward(nullptr, &s, gout.p(), with_lse ? glse.p() : nullptr, gq.p(), gk.p(), gv.p(), scale, pipelined);
     gbo.alloc(nq, hb(bwd_out.data()));
     gbl.alloc(nl, bwd_lse.data());
     std::vector<float> delta(nl);
@@ -59,7 +59,7 @@ static Run dev_run(const AttentionShape &s, float scale, const std::vector<uint1
     if (wk) gdk.alloc(nk, nullptr, out_off[2]);
     if (wv) gdv.alloc(nk, nullptr, out_off[3]);
     att_tc_backward(nullptr, &s, gdq.p(), gdk.p(), gdv.p(), gdo.p(), gq.p(), gk.p(), gv.p(), gbl.p(),
-                    (wq || wk) ? gdelta.p() : nullptr, scale);
+                    (wq || wk) ? gdelta.p() : nullptr, scale, pipelined);
     auto get16 = [](HBuf &b, size_t n) {
         std::vector<uint16_t> x(n);
         if (b.p()) memcpy(x.data(), b.p(), n * 2);
@@ -151,6 +151,8 @@ static void run_case(int B, int Lq, int Lk, int H, int D, float sd, bool orders,
         if (wv) ok = ok && bits_eq(x.dv.data(), a.dv.data(), nk * 2);
         expect(ok, "%s: %s gives the same bits", tag, what);
     };
+    same(dev_run(s, scale, q, k, v, dout, out_c, lse_c, nullptr, nullptr, true, true, true, true, false),
+         "synchronous tile loads (no cp.async)", true, true, true);
     if (orders) {
         emu_order = EMU_REVERSE;
         same(dev_run(s, scale, q, k, v, dout, out_c, lse_c, nullptr, nullptr, true, true, true), "reverse thread order",
