@@ -1,19 +1,22 @@
 // backend_counting.c — a backend whose ops compute nothing: it runs a model's forward/backward code path
-// to measure it (activation-arena bytes through a counting Arena, FLOPs of the matrix ops) without a device.
+// to measure it (activation-arena bytes through a counting Arena, FLOPs of the matrix ops, and the least device
+// memory traffic of every op: each operand read once, each result written once) without a device.
 #include <string.h>
 
 #include "backend.h"
 
 typedef struct {
-    double flops;
+    double flops, bytes;
 } CountingState;
 
 static double *flops_of(Backend *be) { return &((CountingState *)be->impl)->flops; }
+static void add_bytes(Backend *be, double bytes) { ((CountingState *)be->impl)->bytes += bytes; }
 
 static void *count_alloc(Backend *be, size_t bytes) { return NULL; }
 static void count_free(Backend *be, void *ptr) {}
 static void count_move(Backend *be, void *dst, const void *src, size_t bytes) {}
-static void count_zero(Backend *be, void *dst, size_t bytes) {}
+static void count_copy(Backend *be, void *dst, const void *src, size_t bytes) { add_bytes(be, 2.0 * bytes); }
+static void count_zero(Backend *be, void *dst, size_t bytes) { add_bytes(be, (double)bytes); }
 static void count_sync(Backend *be) {}
 static size_t count_memory_available(Backend *be) { return SIZE_MAX; }
 static void count_destroy(Backend *be) {
@@ -21,116 +24,230 @@ static void count_destroy(Backend *be) {
     free(be);
 }
 
+// Matrix ops. Traffic with E-byte activations and weights (4: fp32, 2: bf16); parameter gradients are fp32 and
+// accumulated (read and written).
+// bias: the forward's bias, or the backward's d_bias, is present.
+static void conv_counts(Backend *be, const Conv2dShape *s, double E, bool fwd, bool d_in, bool d_w, bool bias) {
+    const double n_in = (double)s->B * s->H * s->W * s->C_in, n_w = (double)s->C_out * s->KH * s->KW * s->C_in;
+    const double n_out = (double)s->B * conv2d_out_h(s) * conv2d_out_w(s) * s->C_out;
+    const double one = 2.0 * n_out * s->C_in * s->KH * s->KW;
+    if (fwd) {
+        *flops_of(be) += one;
+        add_bytes(be, E * (n_in + n_w + n_out) + (bias ? 4.0 * s->C_out : 0.0));
+        return;
+    }
+    *flops_of(be) += (d_in ? one : 0.0) + (d_w ? one : 0.0);
+    add_bytes(be, E * n_out + (d_in ? E * (n_w + n_in) : 0.0) + (d_w ? E * n_in + 8.0 * n_w : 0.0) +
+                      (bias ? 8.0 * s->C_out : 0.0));
+}
 static void count_conv2d_forward(Backend *be, const Conv2dShape *s, float *out, const float *in, const float *w,
                                  const float *b) {
-    *flops_of(be) += 2.0 * s->B * conv2d_out_h(s) * conv2d_out_w(s) * (double)s->C_out * s->C_in * s->KH * s->KW;
+    conv_counts(be, s, 4.0, true, false, false, b != NULL);
 }
 static void count_conv2d_backward(Backend *be, const Conv2dShape *s, float *d_in, float *d_w, float *d_b,
                                   const float *d_out, const float *in, const float *w) {
-    double one = 2.0 * s->B * conv2d_out_h(s) * conv2d_out_w(s) * (double)s->C_out * s->C_in * s->KH * s->KW;
-    *flops_of(be) += (d_in ? one : 0.0) + (d_w ? one : 0.0);
+    conv_counts(be, s, 4.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
 }
 static void count_conv2d_forward_bf16(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in,
                                       const uint16_t *w, const float *b) {
-    count_conv2d_forward(be, s, NULL, NULL, NULL, NULL);
+    conv_counts(be, s, 2.0, true, false, false, b != NULL);
+}
+static void linear_counts(Backend *be, int M, int K, int N, double E, bool fwd, bool d_in, bool d_w, bool bias) {
+    const double mk = (double)M * K, nk = (double)N * K, mn = (double)M * N;
+    if (fwd) {
+        *flops_of(be) += 2.0 * mk * N;
+        add_bytes(be, E * (mk + nk + mn) + (bias ? 4.0 * N : 0.0));
+        return;
+    }
+    *flops_of(be) += ((d_in ? 2.0 : 0.0) + (d_w ? 2.0 : 0.0)) * mk * N;
+    add_bytes(be, E * mn + (d_in ? E * (nk + mk) : 0.0) + (d_w ? E * mk + 8.0 * nk : 0.0) + (bias ? 8.0 * N : 0.0));
 }
 static void count_linear_forward(Backend *be, float *out, const float *in, const float *w, const float *b, int M,
                                  int K, int N) {
-    *flops_of(be) += 2.0 * M * (double)K * N;
+    linear_counts(be, M, K, N, 4.0, true, false, false, b != NULL);
 }
 static void count_linear_backward(Backend *be, float *d_in, float *d_w, float *d_b, const float *d_out,
                                   const float *in, const float *w, int M, int K, int N) {
-    *flops_of(be) += ((d_in ? 2.0 : 0.0) + (d_w ? 2.0 : 0.0)) * M * (double)K * N;
+    linear_counts(be, M, K, N, 4.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
 }
 static void count_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w,
                                       const float *b, int M, int K, int N) {
-    count_linear_forward(be, NULL, NULL, NULL, NULL, M, K, N);
+    linear_counts(be, M, K, N, 2.0, true, false, false, b != NULL);
+}
+// Attention: q, out [B, Lq, HD], k, v [B, Lk, HD], lse [B, heads, Lq] fp32; the backward reads q, k, v, d_out, out
+// and lse and writes d_q, d_k, d_v.
+static void attention_counts(Backend *be, const AttentionShape *s, double E, bool fwd) {
+    const double hd = (double)s->heads * s->head_dim, nq = s->B * s->Lq * hd, nk = s->B * s->Lk * hd;
+    const double nl = (double)s->B * s->heads * s->Lq, prod = s->B * s->heads * (double)s->Lq * s->Lk * s->head_dim;
+    if (fwd) {
+        *flops_of(be) += 4.0 * prod;  // QKᵀ and PV
+        add_bytes(be, E * (2.0 * nq + 2.0 * nk) + 4.0 * nl);
+    } else {
+        *flops_of(be) += 10.0 * prod;  // QKᵀ again + 4 products
+        add_bytes(be, E * (5.0 * nq + 4.0 * nk) + 4.0 * nl);
+    }
 }
 static void count_attention_forward(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q,
                                     const float *k, const float *v, float scale) {
-    *flops_of(be) += 4.0 * s->B * s->heads * (double)s->Lq * s->Lk * s->head_dim;  // QKᵀ and PV
+    attention_counts(be, s, 4.0, true);
 }
 static void count_attention_backward(Backend *be, const AttentionShape *s, float *d_q, float *d_k, float *d_v,
                                      const float *d_out, const float *q, const float *k, const float *v,
                                      const float *out, const float *lse, float scale) {
-    *flops_of(be) += 10.0 * s->B * s->heads * (double)s->Lq * s->Lk * s->head_dim;  // QKᵀ again + 4 products
+    attention_counts(be, s, 4.0, false);
 }
 
-// Elementwise and normalisation ops: negligible FLOPs next to the matrix ops; nothing to do.
+// Memory-bound ops: no FLOPs counted (negligible next to the matrix ops), their least traffic with E-byte tensors.
+static void norm_counts(Backend *be, double n, double E, bool fwd) { add_bytes(be, (fwd ? 2.0 : 3.0) * E * n); }
 static void nop_gn_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
-                     int B, int HW, int C, int G, float eps) {}
+                     int B, int HW, int C, int G, float eps) {
+    norm_counts(be, (double)B * HW * C, 4.0, true);
+}
 static void nop_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                     const float *m, const float *r, const float *g, int B, int HW, int C, int G) {}
+                     const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    norm_counts(be, (double)B * HW * C, 4.0, false);
+}
 static void nop_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
-                     int N, int C, float eps) {}
+                     int N, int C, float eps) {
+    norm_counts(be, (double)N * C, 4.0, true);
+}
 static void nop_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                     const float *m, const float *r, const float *g, int N, int C) {}
-static void nop_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {}
-static void nop_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {}
-static void nop_geglu_f(Backend *be, float *o, const float *i, int N, int F) {}
-static void nop_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {}
-static void nop_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {}
-static void nop_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {}
-static void nop_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {}
+                     const float *m, const float *r, const float *g, int N, int C) {
+    norm_counts(be, (double)N * C, 4.0, false);
+}
+static void nop_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) { add_bytes(be, 8.0 * n); }
+static void nop_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {
+    add_bytes(be, 12.0 * n);
+}
+// GEGLU: in [N, 2F] -> out [N, F]; backward reads d_out and in, writes d_in.
+static void nop_geglu_f(Backend *be, float *o, const float *i, int N, int F) { add_bytes(be, 12.0 * N * (double)F); }
+static void nop_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {
+    add_bytes(be, 20.0 * N * (double)F);
+}
+// Upsample: in [B, H, W, C] -> out [B, 2H, 2W, C] (and back).
+static void nop_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {
+    add_bytes(be, 20.0 * B * H * W * (double)C);
+}
+static void nop_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {
+    add_bytes(be, 20.0 * B * H * W * (double)C);
+}
+static void nop_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {
+    add_bytes(be, 4.0 * B * (1.0 + dim));
+}
 static void nop_temb_b(Backend *be, float *dt, const float *dout, const float *t, int B, int dim, bool flip,
-                       float shift, float mp) {}
-static void nop_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {}
-static void nop_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {}
-static void nop_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {}
-static void nop_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {}
-static void nop_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {}
-static void nop_sum_f(Backend *be, float *o, const float *i, size_t n, bool mean) {}
-static void nop_sum_b(Backend *be, float *di, const float *dout, size_t n, bool mean) {}
+                       float shift, float mp) {
+    add_bytes(be, 4.0 * B * (2.0 + dim));
+}
+static void nop_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {
+    add_bytes(be, 4.0 * n * (b ? 3.0 : 2.0));
+}
+static void nop_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {
+    add_bytes(be, 8.0 * B * R * (double)C);
+}
+static void nop_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {
+    add_bytes(be, 4.0 * B * R * (double)C + 8.0 * B * C);
+}
+static void nop_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {
+    add_bytes(be, 8.0 * N * ((double)Ca + Cb));
+}
+static void nop_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {
+    add_bytes(be, 8.0 * N * ((double)Ca + Cb));
+}
+static void nop_sum_f(Backend *be, float *o, const float *i, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
+static void nop_sum_b(Backend *be, float *di, const float *dout, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
+// AdamW: param, m, v read and written, grad read.
 static void nop_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, const AdamWParams *hp,
-                      float scale) {}
-static double nop_norm(Backend *be, const float *x, size_t n) { return 0.0; }
-static void nop_gauss(Backend *be, float *o, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {}
-static void nop_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) {}
-static void nop_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) {}
+                      float scale) {
+    add_bytes(be, 28.0 * n);
+}
+static double nop_norm(Backend *be, const float *x, size_t n) {
+    add_bytes(be, 4.0 * n);
+    return 0.0;
+}
+static void nop_gauss(Backend *be, float *o, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
+    add_bytes(be, 4.0 * n);
+}
+static void nop_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) { add_bytes(be, 6.0 * n); }
+static void nop_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) { add_bytes(be, 6.0 * n); }
+// DDIM step: x_t, model_out, z read, x_prev written (per-sample coefficients and log-probs negligible).
 static void nop_ddim(Backend *be, float *xp, float *lp, const float *x, const float *mo, const float *z,
-                     const float *c, int B, size_t n, bool rescore) {}
+                     const float *c, int B, size_t n, bool rescore) {
+    add_bytes(be, 16.0 * B * (double)n);
+}
 static void nop_ddim_b(Backend *be, float *dm, const float *dl, const float *x, const float *mo, const float *xp,
-                       const float *c, int B, size_t n) {}
+                       const float *c, int B, size_t n) {
+    add_bytes(be, 16.0 * B * (double)n);
+}
 
-// bf16 variants: the matrix ops count like their fp32 forms; the rest do nothing.
+// bf16 variants: 2-byte activations and weights, fp32 statistics, parameter gradients and bias.
 static void count_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_w, float *d_b,
                                        const uint16_t *d_out, const uint16_t *in, const uint16_t *w) {
-    count_conv2d_backward(be, s, d_in ? (float *)d_in : NULL, d_w, d_b, NULL, NULL, NULL);
+    conv_counts(be, s, 2.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
 }
 static void count_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_w, float *d_b, const uint16_t *d_out,
                                        const uint16_t *in, const uint16_t *w, int M, int K, int N) {
-    count_linear_backward(be, d_in ? (float *)d_in : NULL, d_w, d_b, NULL, NULL, NULL, M, K, N);
+    linear_counts(be, M, K, N, 2.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
 }
 static void count_attention_forward_bf16(Backend *be, const AttentionShape *s, uint16_t *out, float *lse,
                                          const uint16_t *q, const uint16_t *k, const uint16_t *v, float scale) {
-    count_attention_forward(be, s, NULL, NULL, NULL, NULL, NULL, scale);
+    attention_counts(be, s, 2.0, true);
 }
 static void count_attention_backward_bf16(Backend *be, const AttentionShape *s, uint16_t *d_q, uint16_t *d_k,
                                           uint16_t *d_v, const uint16_t *d_out, const uint16_t *q, const uint16_t *k,
                                           const uint16_t *v, const uint16_t *out, const float *lse, float scale) {
-    count_attention_backward(be, s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, scale);
+    attention_counts(be, s, 2.0, false);
 }
 static void nop_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
-                       const float *b, int B, int HW, int C, int G, float eps) {}
+                       const float *b, int B, int HW, int C, int G, float eps) {
+    norm_counts(be, (double)B * HW * C, 2.0, true);
+}
 static void nop_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {}
+                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    norm_counts(be, (double)B * HW * C, 2.0, false);
+}
 static void nop_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
-                       const float *b, int N, int C, float eps) {}
+                       const float *b, int N, int C, float eps) {
+    norm_counts(be, (double)N * C, 2.0, true);
+}
 static void nop_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                       const float *m, const float *r, const float *g, int N, int C) {}
-static void nop_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {}
+                       const float *m, const float *r, const float *g, int N, int C) {
+    norm_counts(be, (double)N * C, 2.0, false);
+}
+static void nop_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
+    add_bytes(be, 4.0 * n);
+}
 static void nop_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i,
-                        size_t n) {}
-static void nop_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {}
-static void nop_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {}
-static void nop_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {}
-static void nop_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {}
+                        size_t n) {
+    add_bytes(be, 6.0 * n);
+}
+static void nop_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {
+    add_bytes(be, 6.0 * N * (double)F);
+}
+static void nop_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {
+    add_bytes(be, 10.0 * N * (double)F);
+}
+static void nop_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {
+    add_bytes(be, 10.0 * B * H * W * (double)C);
+}
+static void nop_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {
+    add_bytes(be, 10.0 * B * H * W * (double)C);
+}
 static void nop_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
-                        size_t n) {}
-static void nop_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {}
-static void nop_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {}
-static void nop_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {}
-static void nop_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {}
+                        size_t n) {
+    add_bytes(be, 2.0 * n * (b ? 3.0 : 2.0));
+}
+static void nop_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {
+    add_bytes(be, 4.0 * B * R * (double)C);
+}
+static void nop_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {
+    add_bytes(be, 2.0 * B * R * (double)C + 8.0 * B * C);
+}
+static void nop_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {
+    add_bytes(be, 4.0 * N * ((double)Ca + Cb));
+}
+static void nop_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {
+    add_bytes(be, 4.0 * N * ((double)Ca + Cb));
+}
 
 Backend *backend_counting_create(void) {
     Backend *be = DF_CALLOC(1, sizeof(Backend), "counting backend");
@@ -141,7 +258,7 @@ Backend *backend_counting_create(void) {
     be->free = count_free;
     be->upload = count_move;
     be->download = count_move;
-    be->copy = count_move;
+    be->copy = count_copy;
     be->zero = count_zero;
     be->synchronize = count_sync;
     be->memory_available = count_memory_available;
@@ -203,4 +320,5 @@ Backend *backend_counting_create(void) {
 }
 
 double backend_counting_flops(Backend *be) { return *flops_of(be); }
-void backend_counting_reset(Backend *be) { *flops_of(be) = 0.0; }
+double backend_counting_bytes(Backend *be) { return ((CountingState *)be->impl)->bytes; }
+void backend_counting_reset(Backend *be) { *(CountingState *)be->impl = (CountingState){0.0, 0.0}; }

@@ -672,9 +672,11 @@ typedef struct {
     char name[40];
     double seconds;
     long calls;
+    double flops, bytes;  // the counting backend's: matrix-op FLOPs, least device-memory traffic
 } ProfRow;
 
-static Backend *prof_inner;  // the real backend (single-threaded CLI: one profile at a time)
+static Backend *prof_inner;    // the real backend (single-threaded CLI: one profile at a time)
+static Backend *prof_counter;  // a counting backend fed the same calls
 static bool prof_on;
 static ProfRow prof_rows[64];
 static int prof_nrows;
@@ -685,7 +687,7 @@ static double prof_begin(void) {
     return df_time_seconds();
 }
 
-static void prof_end(const char *name, double t0) {
+static void prof_end(const char *name, double t0, double flops, double bytes) {
     if (!prof_on) return;
     prof_inner->synchronize(prof_inner);
     double dt = df_time_seconds() - t0;
@@ -697,6 +699,8 @@ static void prof_end(const char *name, double t0) {
     }
     prof_rows[i].seconds += dt;
     prof_rows[i].calls++;
+    prof_rows[i].flops += flops;
+    prof_rows[i].bytes += bytes;
 }
 
 static const char *conv_kind(const Conv2dShape *s, bool fwd) {
@@ -705,190 +709,195 @@ static const char *conv_kind(const Conv2dShape *s, bool fwd) {
     return fwd ? "conv2d.fwd 3x3" : "conv2d.bwd 3x3";
 }
 
-#define PROF_CALL(name, call)        \
-    do {                             \
-        double t0_ = prof_begin();   \
-        prof_inner->call;            \
-        prof_end((name), t0_);       \
+// Runs op on the counting backend (its FLOPs and least bytes) and then, timed, on the real one.
+#define PROF_CALL(name, op, ...)                                                                       \
+    do {                                                                                               \
+        const double f0_ = backend_counting_flops(prof_counter), b0_ = backend_counting_bytes(prof_counter); \
+        prof_counter->op(prof_counter, __VA_ARGS__);                                                   \
+        const double t0_ = prof_begin();                                                               \
+        prof_inner->op(prof_inner, __VA_ARGS__);                                                       \
+        prof_end((name), t0_, backend_counting_flops(prof_counter) - f0_,                              \
+                 backend_counting_bytes(prof_counter) - b0_);                                          \
     } while (0)
 
 static void pw_conv_f(Backend *be, const Conv2dShape *s, float *out, const float *in, const float *w, const float *b) {
-    PROF_CALL(conv_kind(s, true), conv2d_forward(prof_inner, s, out, in, w, b));
+    PROF_CALL(conv_kind(s, true), conv2d_forward, s, out, in, w, b);
 }
 static void pw_conv_b(Backend *be, const Conv2dShape *s, float *d_in, float *d_w, float *d_b, const float *d_out,
                       const float *in, const float *w) {
-    PROF_CALL(conv_kind(s, false), conv2d_backward(prof_inner, s, d_in, d_w, d_b, d_out, in, w));
+    PROF_CALL(conv_kind(s, false), conv2d_backward, s, d_in, d_w, d_b, d_out, in, w);
 }
 static void pw_lin_f(Backend *be, float *out, const float *in, const float *w, const float *b, int M, int K, int N) {
-    PROF_CALL("linear.fwd", linear_forward(prof_inner, out, in, w, b, M, K, N));
+    PROF_CALL("linear.fwd", linear_forward, out, in, w, b, M, K, N);
 }
 static void pw_lin_b(Backend *be, float *d_in, float *d_w, float *d_b, const float *d_out, const float *in,
                      const float *w, int M, int K, int N) {
-    PROF_CALL("linear.bwd", linear_backward(prof_inner, d_in, d_w, d_b, d_out, in, w, M, K, N));
+    PROF_CALL("linear.bwd", linear_backward, d_in, d_w, d_b, d_out, in, w, M, K, N);
 }
 static void pw_gn_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int B,
                     int HW, int C, int G, float eps) {
-    PROF_CALL("group_norm.fwd", group_norm_forward(prof_inner, o, m, r, i, g, b, B, HW, C, G, eps));
+    PROF_CALL("group_norm.fwd", group_norm_forward, o, m, r, i, g, b, B, HW, C, G, eps);
 }
 static void pw_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
                     const float *r, const float *g, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm.bwd", group_norm_backward(prof_inner, di, dg, db, dout, i, m, r, g, B, HW, C, G));
+    PROF_CALL("group_norm.bwd", group_norm_backward, di, dg, db, dout, i, m, r, g, B, HW, C, G);
 }
 static void pw_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int N,
                     int C, float eps) {
-    PROF_CALL("layer_norm.fwd", layer_norm_forward(prof_inner, o, m, r, i, g, b, N, C, eps));
+    PROF_CALL("layer_norm.fwd", layer_norm_forward, o, m, r, i, g, b, N, C, eps);
 }
 static void pw_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
                     const float *r, const float *g, int N, int C) {
-    PROF_CALL("layer_norm.bwd", layer_norm_backward(prof_inner, di, dg, db, dout, i, m, r, g, N, C));
+    PROF_CALL("layer_norm.bwd", layer_norm_backward, di, dg, db, dout, i, m, r, g, N, C);
 }
 static void pw_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {
-    PROF_CALL(a == ACT_SILU ? "silu.fwd" : "gelu.fwd", activation_forward(prof_inner, a, o, i, n));
+    PROF_CALL(a == ACT_SILU ? "silu.fwd" : "gelu.fwd", activation_forward, a, o, i, n);
 }
 static void pw_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {
-    PROF_CALL(a == ACT_SILU ? "silu.bwd" : "gelu.bwd", activation_backward(prof_inner, a, di, dout, i, n));
+    PROF_CALL(a == ACT_SILU ? "silu.bwd" : "gelu.bwd", activation_backward, a, di, dout, i, n);
 }
 static void pw_geglu_f(Backend *be, float *o, const float *i, int N, int F) {
-    PROF_CALL("geglu.fwd", geglu_forward(prof_inner, o, i, N, F));
+    PROF_CALL("geglu.fwd", geglu_forward, o, i, N, F);
 }
 static void pw_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {
-    PROF_CALL("geglu.bwd", geglu_backward(prof_inner, di, dout, i, N, F));
+    PROF_CALL("geglu.bwd", geglu_backward, di, dout, i, N, F);
 }
 static void pw_attn_f(Backend *be, const AttentionShape *s, float *out, float *lse, const float *q, const float *k,
                       const float *v, float scale) {
     PROF_CALL(s->Lk == s->Lq ? "attention.fwd self" : "attention.fwd cross",
-              attention_forward(prof_inner, s, out, lse, q, k, v, scale));
+              attention_forward, s, out, lse, q, k, v, scale);
 }
 static void pw_attn_b(Backend *be, const AttentionShape *s, float *dq, float *dk, float *dv, const float *dout,
                       const float *q, const float *k, const float *v, const float *out, const float *lse, float scale) {
     PROF_CALL(s->Lk == s->Lq ? "attention.bwd self" : "attention.bwd cross",
-              attention_backward(prof_inner, s, dq, dk, dv, dout, q, k, v, out, lse, scale));
+              attention_backward, s, dq, dk, dv, dout, q, k, v, out, lse, scale);
 }
 static void pw_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {
-    PROF_CALL("upsample2x.fwd", upsample2x_forward(prof_inner, o, i, B, H, W, C));
+    PROF_CALL("upsample2x.fwd", upsample2x_forward, o, i, B, H, W, C);
 }
 static void pw_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {
-    PROF_CALL("upsample2x.bwd", upsample2x_backward(prof_inner, di, dout, B, H, W, C));
+    PROF_CALL("upsample2x.bwd", upsample2x_backward, di, dout, B, H, W, C);
 }
 static void pw_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {
-    PROF_CALL("timestep_embedding.fwd", timestep_embedding_forward(prof_inner, o, t, B, dim, flip, shift, mp));
+    PROF_CALL("timestep_embedding.fwd", timestep_embedding_forward, o, t, B, dim, flip, shift, mp);
 }
 static void pw_temb_b(Backend *be, float *dt, const float *dout, const float *t, int B, int dim, bool flip,
                       float shift, float mp) {
-    PROF_CALL("timestep_embedding.bwd", timestep_embedding_backward(prof_inner, dt, dout, t, B, dim, flip, shift, mp));
+    PROF_CALL("timestep_embedding.bwd", timestep_embedding_backward, dt, dout, t, B, dim, flip, shift, mp);
 }
 static void pw_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {
-    PROF_CALL("axpby (residual adds)", axpby(prof_inner, o, alpha, a, beta, b, n));
+    PROF_CALL("axpby (residual adds)", axpby, o, alpha, a, beta, b, n);
 }
 static void pw_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {
-    PROF_CALL("add_broadcast.fwd", add_broadcast_forward(prof_inner, o, i, v, B, R, C));
+    PROF_CALL("add_broadcast.fwd", add_broadcast_forward, o, i, v, B, R, C);
 }
 static void pw_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {
-    PROF_CALL("add_broadcast.bwd", add_broadcast_backward(prof_inner, dv, dout, B, R, C));
+    PROF_CALL("add_broadcast.bwd", add_broadcast_backward, dv, dout, B, R, C);
 }
 static void pw_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {
-    PROF_CALL("concat.fwd", concat_forward(prof_inner, o, a, b, N, Ca, Cb));
+    PROF_CALL("concat.fwd", concat_forward, o, a, b, N, Ca, Cb);
 }
 static void pw_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {
-    PROF_CALL("concat.bwd", concat_backward(prof_inner, da, db, dout, N, Ca, Cb));
+    PROF_CALL("concat.bwd", concat_backward, da, db, dout, N, Ca, Cb);
 }
 static void pw_copy(Backend *be, void *dst, const void *src, size_t bytes) {
-    PROF_CALL("copy", copy(prof_inner, dst, src, bytes));
+    PROF_CALL("copy", copy, dst, src, bytes);
 }
-static void pw_zero(Backend *be, void *dst, size_t bytes) { PROF_CALL("zero", zero(prof_inner, dst, bytes)); }
+static void pw_zero(Backend *be, void *dst, size_t bytes) { PROF_CALL("zero", zero, dst, bytes); }
 
 // bf16 variants (the mixed-precision path): the same rows, marked bf16
 static void pw_conv_f16(Backend *be, const Conv2dShape *s, uint16_t *out, const uint16_t *in, const uint16_t *w,
                         const float *b) {
     char name[48];
     snprintf(name, sizeof name, "%s bf16", conv_kind(s, true));
-    PROF_CALL(name, conv2d_forward_bf16(prof_inner, s, out, in, w, b));
+    PROF_CALL(name, conv2d_forward_bf16, s, out, in, w, b);
 }
 static void pw_conv_b16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_w, float *d_b,
                         const uint16_t *d_out, const uint16_t *in, const uint16_t *w) {
     char name[48];
     snprintf(name, sizeof name, "%s bf16", conv_kind(s, false));
-    PROF_CALL(name, conv2d_backward_bf16(prof_inner, s, d_in, d_w, d_b, d_out, in, w));
+    PROF_CALL(name, conv2d_backward_bf16, s, d_in, d_w, d_b, d_out, in, w);
 }
 static void pw_lin_f16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w, const float *b, int M,
                        int K, int N) {
-    PROF_CALL("linear.fwd bf16", linear_forward_bf16(prof_inner, out, in, w, b, M, K, N));
+    PROF_CALL("linear.fwd bf16", linear_forward_bf16, out, in, w, b, M, K, N);
 }
 static void pw_lin_b16(Backend *be, uint16_t *d_in, float *d_w, float *d_b, const uint16_t *d_out,
                        const uint16_t *in, const uint16_t *w, int M, int K, int N) {
-    PROF_CALL("linear.bwd bf16", linear_backward_bf16(prof_inner, d_in, d_w, d_b, d_out, in, w, M, K, N));
+    PROF_CALL("linear.bwd bf16", linear_backward_bf16, d_in, d_w, d_b, d_out, in, w, M, K, N);
 }
 static void pw_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                       const float *b, int B, int HW, int C, int G, float eps) {
-    PROF_CALL("group_norm.fwd bf16", group_norm_forward_bf16(prof_inner, o, m, r, i, g, b, B, HW, C, G, eps));
+    PROF_CALL("group_norm.fwd bf16", group_norm_forward_bf16, o, m, r, i, g, b, B, HW, C, G, eps);
 }
 static void pw_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16(prof_inner, di, dg, db, dout, i, m, r, g, B, HW, C, G));
+    PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16, di, dg, db, dout, i, m, r, g, B, HW, C, G);
 }
 static void pw_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                       const float *b, int N, int C, float eps) {
-    PROF_CALL("layer_norm.fwd bf16", layer_norm_forward_bf16(prof_inner, o, m, r, i, g, b, N, C, eps));
+    PROF_CALL("layer_norm.fwd bf16", layer_norm_forward_bf16, o, m, r, i, g, b, N, C, eps);
 }
 static void pw_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
                       const float *m, const float *r, const float *g, int N, int C) {
-    PROF_CALL("layer_norm.bwd bf16", layer_norm_backward_bf16(prof_inner, di, dg, db, dout, i, m, r, g, N, C));
+    PROF_CALL("layer_norm.bwd bf16", layer_norm_backward_bf16, di, dg, db, dout, i, m, r, g, N, C);
 }
 static void pw_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
-    PROF_CALL(a == ACT_SILU ? "silu.fwd bf16" : "gelu.fwd bf16", activation_forward_bf16(prof_inner, a, o, i, n));
+    PROF_CALL(a == ACT_SILU ? "silu.fwd bf16" : "gelu.fwd bf16", activation_forward_bf16, a, o, i, n);
 }
 static void pw_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i, size_t n) {
-    PROF_CALL(a == ACT_SILU ? "silu.bwd bf16" : "gelu.bwd bf16", activation_backward_bf16(prof_inner, a, di, dout, i, n));
+    PROF_CALL(a == ACT_SILU ? "silu.bwd bf16" : "gelu.bwd bf16", activation_backward_bf16, a, di, dout, i, n);
 }
 static void pw_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {
-    PROF_CALL("geglu.fwd bf16", geglu_forward_bf16(prof_inner, o, i, N, F));
+    PROF_CALL("geglu.fwd bf16", geglu_forward_bf16, o, i, N, F);
 }
 static void pw_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {
-    PROF_CALL("geglu.bwd bf16", geglu_backward_bf16(prof_inner, di, dout, i, N, F));
+    PROF_CALL("geglu.bwd bf16", geglu_backward_bf16, di, dout, i, N, F);
 }
 static void pw_attn_f16(Backend *be, const AttentionShape *s, uint16_t *out, float *lse, const uint16_t *q,
                         const uint16_t *k, const uint16_t *v, float scale) {
     PROF_CALL(s->Lk == s->Lq ? "attention.fwd self bf16" : "attention.fwd cross bf16",
-              attention_forward_bf16(prof_inner, s, out, lse, q, k, v, scale));
+              attention_forward_bf16, s, out, lse, q, k, v, scale);
 }
 static void pw_attn_b16(Backend *be, const AttentionShape *s, uint16_t *dq, uint16_t *dk, uint16_t *dv,
                         const uint16_t *dout, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                         const uint16_t *out, const float *lse, float scale) {
     PROF_CALL(s->Lk == s->Lq ? "attention.bwd self bf16" : "attention.bwd cross bf16",
-              attention_backward_bf16(prof_inner, s, dq, dk, dv, dout, q, k, v, out, lse, scale));
+              attention_backward_bf16, s, dq, dk, dv, dout, q, k, v, out, lse, scale);
 }
 static void pw_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {
-    PROF_CALL("upsample2x.fwd bf16", upsample2x_forward_bf16(prof_inner, o, i, B, H, W, C));
+    PROF_CALL("upsample2x.fwd bf16", upsample2x_forward_bf16, o, i, B, H, W, C);
 }
 static void pw_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {
-    PROF_CALL("upsample2x.bwd bf16", upsample2x_backward_bf16(prof_inner, di, dout, B, H, W, C));
+    PROF_CALL("upsample2x.bwd bf16", upsample2x_backward_bf16, di, dout, B, H, W, C);
 }
 static void pw_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
                        size_t n) {
-    PROF_CALL("axpby (residual adds) bf16", axpby_bf16(prof_inner, o, alpha, a, beta, b, n));
+    PROF_CALL("axpby (residual adds) bf16", axpby_bf16, o, alpha, a, beta, b, n);
 }
 static void pw_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {
-    PROF_CALL("add_broadcast.fwd bf16", add_broadcast_forward_bf16(prof_inner, o, i, v, B, R, C));
+    PROF_CALL("add_broadcast.fwd bf16", add_broadcast_forward_bf16, o, i, v, B, R, C);
 }
 static void pw_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {
-    PROF_CALL("add_broadcast.bwd bf16", add_broadcast_backward_bf16(prof_inner, dv, dout, B, R, C));
+    PROF_CALL("add_broadcast.bwd bf16", add_broadcast_backward_bf16, dv, dout, B, R, C);
 }
 static void pw_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {
-    PROF_CALL("concat.fwd bf16", concat_forward_bf16(prof_inner, o, a, b, N, Ca, Cb));
+    PROF_CALL("concat.fwd bf16", concat_forward_bf16, o, a, b, N, Ca, Cb);
 }
 static void pw_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {
-    PROF_CALL("concat.bwd bf16", concat_backward_bf16(prof_inner, da, db, dout, N, Ca, Cb));
+    PROF_CALL("concat.bwd bf16", concat_backward_bf16, da, db, dout, N, Ca, Cb);
 }
 static void pw_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) {
-    PROF_CALL("cast f32->bf16", cast_f32_to_bf16(prof_inner, o, i, n));
+    PROF_CALL("cast f32->bf16", cast_f32_to_bf16, o, i, n);
 }
 static void pw_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) {
-    PROF_CALL("cast bf16->f32", cast_bf16_to_f32(prof_inner, o, i, n));
+    PROF_CALL("cast bf16->f32", cast_bf16_to_f32, o, i, n);
 }
 
 // The profiling backend over `inner` (which stays the owner of the device state: destroy `inner`, free this).
 static Backend *profiling_backend(Backend *inner) {
     prof_inner = inner;
+    prof_counter = backend_counting_create();
     Backend *be = DF_MALLOC(sizeof(Backend), "profiling backend");
     *be = *inner;  // memory functions and the ops not wrapped go straight to the real backend
     snprintf(be->name, sizeof be->name, "%s", inner->name);
@@ -953,24 +962,31 @@ static void print_profile(int steps, double wall_seconds, bool forward_only, cJS
     qsort(prof_rows, (size_t)prof_nrows, sizeof prof_rows[0], cmp_rows);
     double total = 0.0;
     for (int i = 0; i < prof_nrows; i++) total += prof_rows[i].seconds;
-    printf("\nprofile: %d %s steps, each op synchronised and timed (ms per step; %% of the ops' total)\n", steps,
-           forward_only ? "forward" : "forward+backward");
-    printf("  %-26s %10s %8s %7s %7s\n", "op", "ms/step", "calls", "%", "cum %");
+    printf("\nprofile: %d %s steps, each op synchronised and timed (ms per step; %% of the ops' total; rate: matrix\n"
+           "ops in TFLOP/s, the others in GB/s of their least memory traffic, each operand read once and each result\n"
+           "written once, so a rate far below the device's bandwidth means extra passes or poor access patterns)\n",
+           steps, forward_only ? "forward" : "forward+backward");
+    printf("  %-30s %10s %8s %7s %7s %14s\n", "op", "ms/step", "calls", "%", "cum %", "rate");
     double cum = 0.0;
     for (int i = 0; i < prof_nrows; i++) {
         const ProfRow *r = &prof_rows[i];
         cum += r->seconds;
-        printf("  %-26s %10.2f %8ld %6.1f%% %6.1f%%\n", r->name, r->seconds * 1e3 / steps, r->calls / steps,
-               100.0 * r->seconds / total, 100.0 * cum / total);
+        char rate[32] = "";
+        if (r->seconds > 0 && r->flops > 0) snprintf(rate, sizeof rate, "%.2f TFLOP/s", r->flops / r->seconds * 1e-12);
+        else if (r->seconds > 0 && r->bytes > 0) snprintf(rate, sizeof rate, "%.1f GB/s", r->bytes / r->seconds * 1e-9);
+        printf("  %-30s %10.2f %8ld %6.1f%% %6.1f%% %14s\n", r->name, r->seconds * 1e3 / steps, r->calls / steps,
+               100.0 * r->seconds / total, 100.0 * cum / total, rate);
         if (json_out) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "op", r->name);
             cJSON_AddNumberToObject(o, "ms_per_step", r->seconds * 1e3 / steps);
             cJSON_AddNumberToObject(o, "calls_per_step", (double)r->calls / steps);
+            cJSON_AddNumberToObject(o, "flops_per_step", r->flops / steps);
+            cJSON_AddNumberToObject(o, "least_bytes_per_step", r->bytes / steps);
             cJSON_AddItemToArray(json_out, o);
         }
     }
-    printf("  %-26s %10.2f   (wall time of a profiled step %.2f ms: the rest is host code between ops)\n",
+    printf("  %-30s %10.2f   (wall time of a profiled step %.2f ms: the rest is host code between ops)\n",
            "sum of ops", total * 1e3 / steps, wall_seconds * 1e3 / steps);
 }
 
@@ -1307,7 +1323,11 @@ static int bench_unet(int argc, char **argv) {
     for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
     cJSON_Delete(profile_rows);  // (NULL when it went into the JSON)
     unet_free(m);
-    if (be != real_be) free(be);  // the profiling copy; real_be owns the device state
+    if (be != real_be) {  // the profiling copy (real_be owns the device state) and its counter
+        free(be);
+        backend_destroy(prof_counter);
+        prof_counter = NULL;
+    }
     backend_destroy(real_be);
     return ok ? 0 : 1;
 }

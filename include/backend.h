@@ -324,10 +324,12 @@ bool cuda_compiled_in(void);
 Backend *backend_create_by_name(const char *name);
 void backend_destroy(Backend *be);
 // A backend that computes nothing: it walks a model's code path to measure the activation arena (with
-// arena_init_counting) and count the FLOPs of the matrix ops (conv, linear, attention).
+// arena_init_counting), count the FLOPs of the matrix ops (conv, linear, attention) and the least device-memory
+// traffic of every op (each operand read once, each result written once; copy and zero included).
 Backend *backend_counting_create(void);
 double backend_counting_flops(Backend *be);
-void backend_counting_reset(Backend *be);
+double backend_counting_bytes(Backend *be);
+void backend_counting_reset(Backend *be);  // both counters to 0
 
 // Clip-by-global-norm (torch.nn.utils.clip_grad_norm_): scales g by min(1, max_norm/(norm+1e-6)).
 // Returns the norm before clipping. g is one contiguous gradient buffer (one allocation per class).
