@@ -114,6 +114,9 @@ if [ $quick -eq 0 ]; then
   tail -60 "$OUT/bench_ops_cuda.txt"
   for path in fma gemm tc-sync; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
   grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
+  echo "-- bf16 SD-1.5 B8 profile (top rows; ceilings measured on these machines: ~4.3 TB/s copy, ~790 TFLOP/s bf16)"
+  sed -n '/^profile/,/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt" | sed -n '4,20p'
+  sed -n '/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt"
   [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
 else
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc"
