@@ -97,89 +97,108 @@ static void count_attention_backward(Backend *be, const AttentionShape *s, float
     attention_counts(be, s, 4.0, false);
 }
 
-// Memory-bound ops: no FLOPs counted (negligible next to the matrix ops), their least traffic with E-byte tensors.
-static void norm_counts(Backend *be, double n, double E, bool fwd) { add_bytes(be, (fwd ? 2.0 : 3.0) * E * n); }
-static void nop_gn_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
-                     int B, int HW, int C, int G, float eps) {
-    norm_counts(be, (double)B * HW * C, 4.0, true);
+// Memory-bound ops: no FLOPs counted (negligible next to the matrix ops), their least traffic with E-byte tensors
+// (4: fp32, 2: bf16), each formula written once for both storage types.
+// Norms and activations over n values: forward reads x, writes y; backward reads d_out and x, writes d_in.
+static void pass_counts(Backend *be, double n, double E, bool fwd) { add_bytes(be, (fwd ? 2.0 : 3.0) * E * n); }
+// GEGLU in [N, 2F] -> out [N, F]; backward reads d_out and in, writes d_in.
+static void geglu_counts(Backend *be, int N, int F, double E, bool fwd) {
+    add_bytes(be, (fwd ? 3.0 : 5.0) * E * N * F);
 }
-static void nop_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                     const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    norm_counts(be, (double)B * HW * C, 4.0, false);
+// Upsample [B, H, W, C] <-> [B, 2H, 2W, C]: one side read, the other written.
+static void upsample_counts(Backend *be, int B, int H, int W, int C, double E) {
+    add_bytes(be, 5.0 * E * B * H * W * (double)C);
 }
-static void nop_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
-                     int N, int C, float eps) {
-    norm_counts(be, (double)N * C, 4.0, true);
+static void axpby_counts(Backend *be, size_t n, double E, bool with_b) { add_bytes(be, E * n * (with_b ? 3.0 : 2.0)); }
+// Broadcast add [B, R, C] + [B, C]; backward reads d_out and writes the fp32 d_vec [B, C] (accumulated).
+static void bcast_counts(Backend *be, int B, int R, int C, double E, bool fwd) {
+    add_bytes(be, fwd ? 2.0 * E * B * R * (double)C : E * B * R * (double)C + 8.0 * B * C);
 }
-static void nop_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                     const float *m, const float *r, const float *g, int N, int C) {
-    norm_counts(be, (double)N * C, 4.0, false);
+// Concat [N, Ca] | [N, Cb] <-> [N, Ca + Cb].
+static void concat_counts(Backend *be, int N, int Ca, int Cb, double E) {
+    add_bytes(be, 2.0 * E * N * ((double)Ca + Cb));
 }
-static void nop_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) { add_bytes(be, 8.0 * n); }
-static void nop_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {
-    add_bytes(be, 12.0 * n);
+static void count_gn_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
+                       int B, int HW, int C, int G, float eps) {
+    pass_counts(be, (double)B * HW * C, 4.0, true);
 }
-// GEGLU: in [N, 2F] -> out [N, F]; backward reads d_out and in, writes d_in.
-static void nop_geglu_f(Backend *be, float *o, const float *i, int N, int F) { add_bytes(be, 12.0 * N * (double)F); }
-static void nop_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {
-    add_bytes(be, 20.0 * N * (double)F);
+static void count_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
+                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    pass_counts(be, (double)B * HW * C, 4.0, false);
 }
-// Upsample: in [B, H, W, C] -> out [B, 2H, 2W, C] (and back).
-static void nop_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {
-    add_bytes(be, 20.0 * B * H * W * (double)C);
+static void count_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
+                       int N, int C, float eps) {
+    pass_counts(be, (double)N * C, 4.0, true);
 }
-static void nop_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {
-    add_bytes(be, 20.0 * B * H * W * (double)C);
+static void count_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
+                       const float *m, const float *r, const float *g, int N, int C) {
+    pass_counts(be, (double)N * C, 4.0, false);
 }
-static void nop_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {
+static void count_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {
+    pass_counts(be, (double)n, 4.0, true);
+}
+static void count_act_b(Backend *be, Activation a, float *di, const float *dout, const float *i, size_t n) {
+    pass_counts(be, (double)n, 4.0, false);
+}
+static void count_geglu_f(Backend *be, float *o, const float *i, int N, int F) { geglu_counts(be, N, F, 4.0, true); }
+static void count_geglu_b(Backend *be, float *di, const float *dout, const float *i, int N, int F) {
+    geglu_counts(be, N, F, 4.0, false);
+}
+static void count_up_f(Backend *be, float *o, const float *i, int B, int H, int W, int C) {
+    upsample_counts(be, B, H, W, C, 4.0);
+}
+static void count_up_b(Backend *be, float *di, const float *dout, int B, int H, int W, int C) {
+    upsample_counts(be, B, H, W, C, 4.0);
+}
+static void count_temb_f(Backend *be, float *o, const float *t, int B, int dim, bool flip, float shift, float mp) {
     add_bytes(be, 4.0 * B * (1.0 + dim));
 }
-static void nop_temb_b(Backend *be, float *dt, const float *dout, const float *t, int B, int dim, bool flip,
-                       float shift, float mp) {
+static void count_temb_b(Backend *be, float *dt, const float *dout, const float *t, int B, int dim, bool flip,
+                         float shift, float mp) {
     add_bytes(be, 4.0 * B * (2.0 + dim));
 }
-static void nop_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {
-    add_bytes(be, 4.0 * n * (b ? 3.0 : 2.0));
+static void count_axpby(Backend *be, float *o, float alpha, const float *a, float beta, const float *b, size_t n) {
+    axpby_counts(be, n, 4.0, b != NULL);
 }
-static void nop_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {
-    add_bytes(be, 8.0 * B * R * (double)C);
+static void count_bcast_f(Backend *be, float *o, const float *i, const float *v, int B, int R, int C) {
+    bcast_counts(be, B, R, C, 4.0, true);
 }
-static void nop_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {
-    add_bytes(be, 4.0 * B * R * (double)C + 8.0 * B * C);
+static void count_bcast_b(Backend *be, float *dv, const float *dout, int B, int R, int C) {
+    bcast_counts(be, B, R, C, 4.0, false);
 }
-static void nop_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {
-    add_bytes(be, 8.0 * N * ((double)Ca + Cb));
+static void count_cat_f(Backend *be, float *o, const float *a, const float *b, int N, int Ca, int Cb) {
+    concat_counts(be, N, Ca, Cb, 4.0);
 }
-static void nop_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {
-    add_bytes(be, 8.0 * N * ((double)Ca + Cb));
+static void count_cat_b(Backend *be, float *da, float *db, const float *dout, int N, int Ca, int Cb) {
+    concat_counts(be, N, Ca, Cb, 4.0);
 }
-static void nop_sum_f(Backend *be, float *o, const float *i, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
-static void nop_sum_b(Backend *be, float *di, const float *dout, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
+static void count_sum_f(Backend *be, float *o, const float *i, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
+static void count_sum_b(Backend *be, float *di, const float *dout, size_t n, bool mean) { add_bytes(be, 4.0 * n); }
 // AdamW: param, m, v read and written, grad read.
-static void nop_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, const AdamWParams *hp,
-                      float scale) {
+static void count_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, const AdamWParams *hp,
+                        float scale) {
     add_bytes(be, 28.0 * n);
 }
-static double nop_norm(Backend *be, const float *x, size_t n) {
+static double count_norm(Backend *be, const float *x, size_t n) {
     add_bytes(be, 4.0 * n);
     return 0.0;
 }
-static void nop_gauss(Backend *be, float *o, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
+static void count_gauss(Backend *be, float *o, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     add_bytes(be, 4.0 * n);
 }
-static void nop_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) { add_bytes(be, 6.0 * n); }
-static void nop_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) { add_bytes(be, 6.0 * n); }
+static void count_to_bf16(Backend *be, uint16_t *o, const float *i, size_t n) { add_bytes(be, 6.0 * n); }
+static void count_from_bf16(Backend *be, float *o, const uint16_t *i, size_t n) { add_bytes(be, 6.0 * n); }
 // DDIM step: x_t, model_out, z read, x_prev written (per-sample coefficients and log-probs negligible).
-static void nop_ddim(Backend *be, float *xp, float *lp, const float *x, const float *mo, const float *z,
-                     const float *c, int B, size_t n, bool rescore) {
+static void count_ddim(Backend *be, float *xp, float *lp, const float *x, const float *mo, const float *z,
+                       const float *c, int B, size_t n, bool rescore) {
     add_bytes(be, 16.0 * B * (double)n);
 }
-static void nop_ddim_b(Backend *be, float *dm, const float *dl, const float *x, const float *mo, const float *xp,
-                       const float *c, int B, size_t n) {
+static void count_ddim_b(Backend *be, float *dm, const float *dl, const float *x, const float *mo, const float *xp,
+                         const float *c, int B, size_t n) {
     add_bytes(be, 16.0 * B * (double)n);
 }
 
-// bf16 variants: 2-byte activations and weights, fp32 statistics, parameter gradients and bias.
+// bf16 variants: 2-byte activations and weights; statistics, parameter gradients and bias stay fp32.
 static void count_conv2d_backward_bf16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float *d_w, float *d_b,
                                        const uint16_t *d_out, const uint16_t *in, const uint16_t *w) {
     conv_counts(be, s, 2.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
@@ -197,56 +216,56 @@ static void count_attention_backward_bf16(Backend *be, const AttentionShape *s, 
                                           const uint16_t *v, const uint16_t *out, const float *lse, float scale) {
     attention_counts(be, s, 2.0, false);
 }
-static void nop_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
-                       const float *b, int B, int HW, int C, int G, float eps) {
-    norm_counts(be, (double)B * HW * C, 2.0, true);
+static void count_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                         const float *b, int B, int HW, int C, int G, float eps) {
+    pass_counts(be, (double)B * HW * C, 2.0, true);
 }
-static void nop_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    norm_counts(be, (double)B * HW * C, 2.0, false);
+static void count_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                         const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    pass_counts(be, (double)B * HW * C, 2.0, false);
 }
-static void nop_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
-                       const float *b, int N, int C, float eps) {
-    norm_counts(be, (double)N * C, 2.0, true);
+static void count_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                         const float *b, int N, int C, float eps) {
+    pass_counts(be, (double)N * C, 2.0, true);
 }
-static void nop_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                       const float *m, const float *r, const float *g, int N, int C) {
-    norm_counts(be, (double)N * C, 2.0, false);
+static void count_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                         const float *m, const float *r, const float *g, int N, int C) {
+    pass_counts(be, (double)N * C, 2.0, false);
 }
-static void nop_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
-    add_bytes(be, 4.0 * n);
+static void count_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
+    pass_counts(be, (double)n, 2.0, true);
 }
-static void nop_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i,
-                        size_t n) {
-    add_bytes(be, 6.0 * n);
+static void count_act_b16(Backend *be, Activation a, uint16_t *di, const uint16_t *dout, const uint16_t *i,
+                          size_t n) {
+    pass_counts(be, (double)n, 2.0, false);
 }
-static void nop_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {
-    add_bytes(be, 6.0 * N * (double)F);
+static void count_geglu_f16(Backend *be, uint16_t *o, const uint16_t *i, int N, int F) {
+    geglu_counts(be, N, F, 2.0, true);
 }
-static void nop_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {
-    add_bytes(be, 10.0 * N * (double)F);
+static void count_geglu_b16(Backend *be, uint16_t *di, const uint16_t *dout, const uint16_t *i, int N, int F) {
+    geglu_counts(be, N, F, 2.0, false);
 }
-static void nop_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {
-    add_bytes(be, 10.0 * B * H * W * (double)C);
+static void count_up_f16(Backend *be, uint16_t *o, const uint16_t *i, int B, int H, int W, int C) {
+    upsample_counts(be, B, H, W, C, 2.0);
 }
-static void nop_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {
-    add_bytes(be, 10.0 * B * H * W * (double)C);
+static void count_up_b16(Backend *be, uint16_t *di, const uint16_t *dout, int B, int H, int W, int C) {
+    upsample_counts(be, B, H, W, C, 2.0);
 }
-static void nop_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
-                        size_t n) {
-    add_bytes(be, 2.0 * n * (b ? 3.0 : 2.0));
+static void count_axpby16(Backend *be, uint16_t *o, float alpha, const uint16_t *a, float beta, const uint16_t *b,
+                          size_t n) {
+    axpby_counts(be, n, 2.0, b != NULL);
 }
-static void nop_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {
-    add_bytes(be, 4.0 * B * R * (double)C);
+static void count_bcast_f16(Backend *be, uint16_t *o, const uint16_t *i, const float *v, int B, int R, int C) {
+    bcast_counts(be, B, R, C, 2.0, true);
 }
-static void nop_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {
-    add_bytes(be, 2.0 * B * R * (double)C + 8.0 * B * C);
+static void count_bcast_b16(Backend *be, float *dv, const uint16_t *dout, int B, int R, int C) {
+    bcast_counts(be, B, R, C, 2.0, false);
 }
-static void nop_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {
-    add_bytes(be, 4.0 * N * ((double)Ca + Cb));
+static void count_cat_f16(Backend *be, uint16_t *o, const uint16_t *a, const uint16_t *b, int N, int Ca, int Cb) {
+    concat_counts(be, N, Ca, Cb, 2.0);
 }
-static void nop_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {
-    add_bytes(be, 4.0 * N * ((double)Ca + Cb));
+static void count_cat_b16(Backend *be, uint16_t *da, uint16_t *db, const uint16_t *dout, int N, int Ca, int Cb) {
+    concat_counts(be, N, Ca, Cb, 2.0);
 }
 
 Backend *backend_counting_create(void) {
@@ -269,53 +288,53 @@ Backend *backend_counting_create(void) {
     be->linear_forward = count_linear_forward;
     be->linear_backward = count_linear_backward;
     be->linear_forward_bf16 = count_linear_forward_bf16;
-    be->group_norm_forward = nop_gn_f;
-    be->group_norm_backward = nop_gn_b;
-    be->layer_norm_forward = nop_ln_f;
-    be->layer_norm_backward = nop_ln_b;
-    be->activation_forward = nop_act_f;
-    be->activation_backward = nop_act_b;
-    be->geglu_forward = nop_geglu_f;
-    be->geglu_backward = nop_geglu_b;
+    be->group_norm_forward = count_gn_f;
+    be->group_norm_backward = count_gn_b;
+    be->layer_norm_forward = count_ln_f;
+    be->layer_norm_backward = count_ln_b;
+    be->activation_forward = count_act_f;
+    be->activation_backward = count_act_b;
+    be->geglu_forward = count_geglu_f;
+    be->geglu_backward = count_geglu_b;
     be->attention_forward = count_attention_forward;
     be->attention_backward = count_attention_backward;
-    be->upsample2x_forward = nop_up_f;
-    be->upsample2x_backward = nop_up_b;
-    be->timestep_embedding_forward = nop_temb_f;
-    be->timestep_embedding_backward = nop_temb_b;
-    be->axpby = nop_axpby;
-    be->add_broadcast_forward = nop_bcast_f;
-    be->add_broadcast_backward = nop_bcast_b;
-    be->concat_forward = nop_cat_f;
-    be->concat_backward = nop_cat_b;
-    be->reduce_sum_forward = nop_sum_f;
-    be->reduce_sum_backward = nop_sum_b;
-    be->adamw_update = nop_adamw;
-    be->global_norm = nop_norm;
-    be->gaussian_fill = nop_gauss;
-    be->cast_f32_to_bf16 = nop_to_bf16;
-    be->cast_bf16_to_f32 = nop_from_bf16;
-    be->ddim_step = nop_ddim;
-    be->ddim_logprob_backward = nop_ddim_b;
+    be->upsample2x_forward = count_up_f;
+    be->upsample2x_backward = count_up_b;
+    be->timestep_embedding_forward = count_temb_f;
+    be->timestep_embedding_backward = count_temb_b;
+    be->axpby = count_axpby;
+    be->add_broadcast_forward = count_bcast_f;
+    be->add_broadcast_backward = count_bcast_b;
+    be->concat_forward = count_cat_f;
+    be->concat_backward = count_cat_b;
+    be->reduce_sum_forward = count_sum_f;
+    be->reduce_sum_backward = count_sum_b;
+    be->adamw_update = count_adamw;
+    be->global_norm = count_norm;
+    be->gaussian_fill = count_gauss;
+    be->cast_f32_to_bf16 = count_to_bf16;
+    be->cast_bf16_to_f32 = count_from_bf16;
+    be->ddim_step = count_ddim;
+    be->ddim_logprob_backward = count_ddim_b;
     be->conv2d_backward_bf16 = count_conv2d_backward_bf16;
     be->linear_backward_bf16 = count_linear_backward_bf16;
-    be->group_norm_forward_bf16 = nop_gn_f16;
-    be->group_norm_backward_bf16 = nop_gn_b16;
-    be->layer_norm_forward_bf16 = nop_ln_f16;
-    be->layer_norm_backward_bf16 = nop_ln_b16;
-    be->activation_forward_bf16 = nop_act_f16;
-    be->activation_backward_bf16 = nop_act_b16;
-    be->geglu_forward_bf16 = nop_geglu_f16;
-    be->geglu_backward_bf16 = nop_geglu_b16;
+    be->group_norm_forward_bf16 = count_gn_f16;
+    be->group_norm_backward_bf16 = count_gn_b16;
+    be->layer_norm_forward_bf16 = count_ln_f16;
+    be->layer_norm_backward_bf16 = count_ln_b16;
+    be->activation_forward_bf16 = count_act_f16;
+    be->activation_backward_bf16 = count_act_b16;
+    be->geglu_forward_bf16 = count_geglu_f16;
+    be->geglu_backward_bf16 = count_geglu_b16;
     be->attention_forward_bf16 = count_attention_forward_bf16;
     be->attention_backward_bf16 = count_attention_backward_bf16;
-    be->upsample2x_forward_bf16 = nop_up_f16;
-    be->upsample2x_backward_bf16 = nop_up_b16;
-    be->axpby_bf16 = nop_axpby16;
-    be->add_broadcast_forward_bf16 = nop_bcast_f16;
-    be->add_broadcast_backward_bf16 = nop_bcast_b16;
-    be->concat_forward_bf16 = nop_cat_f16;
-    be->concat_backward_bf16 = nop_cat_b16;
+    be->upsample2x_forward_bf16 = count_up_f16;
+    be->upsample2x_backward_bf16 = count_up_b16;
+    be->axpby_bf16 = count_axpby16;
+    be->add_broadcast_forward_bf16 = count_bcast_f16;
+    be->add_broadcast_backward_bf16 = count_bcast_b16;
+    be->concat_forward_bf16 = count_cat_f16;
+    be->concat_backward_bf16 = count_cat_b16;
     return be;
 }
 

@@ -173,6 +173,15 @@ void *emu_static_smem(size_t bytes, size_t align, const char *file, int line) {
     return static_pool.data() + it->second.offset;
 }
 
+// A lane arriving at a warp-collective instruction (at `line`): it waits until the scheduler releases the warp,
+// which happens once all 32 lanes have arrived at the same line.
+static void park_at_warp(int line) {
+    fib[cur].state = AT_WARP;
+    warp_wait[cur / 32]++, n_warp_parked++;
+    fib[cur].line = line;
+    yield_to_sched();
+}
+
 static void require_full_warp(int tid, const char *what) {
     if ((unsigned)(tid / 32 + 1) * 32 > block_threads)
         EMU_FAIL("%s in a partial warp (block of %u threads): lanes past the block are undefined", what, block_threads);
@@ -184,10 +193,7 @@ uint64_t emu_shfl_xor_bits(unsigned mask, uint64_t v, int lane_mask, int line) {
     const int tid = cur, w = tid / 32, lane = tid % 32, p = fib[tid].parity;
     if (lane_mask < 0 || lane_mask > 31) EMU_FAIL("bad lane mask %d", lane_mask);
     slots[p][w * 32 + lane] = v;
-    fib[tid].state = AT_WARP;
-    warp_wait[tid / 32]++, n_warp_parked++;
-    fib[tid].line = line;
-    yield_to_sched();
+    park_at_warp(line);
     const uint64_t r = slots[p][w * 32 + (lane ^ lane_mask)];
     fib[tid].parity ^= 1;
     return r;
@@ -205,10 +211,7 @@ void emu_mma(float *d, const unsigned *a, unsigned b0, unsigned b1, int line) {
     for (int i = 0; i < 4; i++) my[i] = a[i];
     my[4] = b0;
     my[5] = b1;
-    fib[tid].state = AT_WARP;
-    warp_wait[tid / 32]++, n_warp_parked++;
-    fib[tid].line = line;
-    yield_to_sched();
+    park_at_warp(line);
     const unsigned *W = &mslots[p][(size_t)w * 32 * 6];
     const int g = lane >> 2, t = lane & 3;
     for (int i = 0; i < 4; i++) {
@@ -233,10 +236,7 @@ void emu_ldmatrix4(unsigned *r, const void *row_address, bool trans, int line) {
     if (a < base || a + 16 > base + g_smem_bytes)
         EMU_FAIL("ldmatrix: lane %d's row address %p is outside the block's dynamic shared memory", lane, row_address);
     pslots[p][tid] = a;
-    fib[tid].state = AT_WARP;
-    warp_wait[tid / 32]++, n_warp_parked++;
-    fib[tid].line = line;
-    yield_to_sched();
+    park_at_warp(line);
     const unsigned char *const *rows = &pslots[p][(size_t)w * 32];
     const int g = lane >> 2, t = lane & 3;
     for (int i = 0; i < 4; i++) {

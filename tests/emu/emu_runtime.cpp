@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -36,11 +37,14 @@ const size_t SMEM_OPTIN = 232448;                          // sm_90: 227 KiB per
 
 size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
-const Allocation *find_allocation(uintptr_t a) {
+// The allocation starting at or below a (allocations.end() if none): the only one that can hold a.
+std::map<uintptr_t, Allocation>::const_iterator candidate(uintptr_t a) {
     auto it = allocations.upper_bound(a);
-    if (it == allocations.begin()) return nullptr;
-    --it;
-    return a < it->first + it->second.bytes ? &it->second : nullptr;
+    return it == allocations.begin() ? allocations.end() : std::prev(it);
+}
+const Allocation *find_allocation(uintptr_t a) {
+    auto it = candidate(a);
+    return it != allocations.end() && a < it->first + it->second.bytes ? &it->second : nullptr;
 }
 // The allocation whose mapping (guard pages included) holds a.
 const Allocation *find_mapping(uintptr_t a, uintptr_t *user) {
@@ -129,11 +133,8 @@ cudaError_t memcpy_checked(void *dst, const void *src, size_t bytes, cudaMemcpyK
 }  // namespace
 
 bool emu_is_device_ptr(const void *p, size_t bytes) {
-    const uintptr_t a = (uintptr_t)p;
-    auto it = allocations.upper_bound(a);
-    if (it == allocations.begin()) return false;
-    --it;
-    return a + bytes <= it->first + it->second.bytes;  // the requested size, not the rounded-up block
+    auto it = candidate((uintptr_t)p);  // the requested size counts, not the rounded-up block
+    return it != allocations.end() && (uintptr_t)p + bytes <= it->first + it->second.bytes;
 }
 
 void emu_require_device(const void *p, size_t bytes, const char *what) {
