@@ -99,6 +99,8 @@ if [ $quick -eq 0 ]; then
   log "UNet benchmark (cuda, SD-1.5 config, bf16 mixed precision, batch 8)"
   ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --iters 5 \
       --precision bf16 --profile >"$OUT/bench_unet_sd15_bf16.txt" 2>&1 || bench_rc=$?
+  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --precision bf16 --plan \
+      --peak-tflops 790 --peak-gbs 4300 >"$OUT/roofline_sd15_bf16.txt" 2>&1 || bench_rc=$?
   if python3 -c "import torch, diffusers" >/dev/null 2>&1; then
     log "diffusers eager bf16 on the same config (bench/compare_torch.py)"
     python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --dtype bf16 \
@@ -117,6 +119,7 @@ if [ $quick -eq 0 ]; then
   echo "-- bf16 SD-1.5 B8 profile (top rows; ceilings measured on these machines: ~4.3 TB/s copy, ~790 TFLOP/s bf16)"
   sed -n '/^profile/,/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt" | sed -n '4,20p'
   sed -n '/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt"
+  grep -A1 "floor of the step" "$OUT/roofline_sd15_bf16.txt"
   [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
 else
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc"

@@ -957,6 +957,81 @@ static int cmp_rows(const void *a, const void *b) {
     return (x < y) - (x > y);  // descending
 }
 
+// The least time of a row on a device with these ceilings: its FLOPs at the matrix rate or its least traffic at
+// the copy bandwidth, whichever takes longer (each op its own kernel, as diffurl runs them).
+static double row_floor_seconds(const ProfRow *r, double peak_tflops, double peak_gbs) {
+    double t_math = peak_tflops > 0 ? r->flops / (peak_tflops * 1e12) : 0.0;
+    double t_mem = peak_gbs > 0 ? r->bytes / (peak_gbs * 1e9) : 0.0;
+    return t_math > t_mem ? t_math : t_mem;
+}
+
+static double roofline_peak_tflops, roofline_peak_gbs;
+static int cmp_rows_by_floor(const void *a, const void *b) {
+    double x = row_floor_seconds(a, roofline_peak_tflops, roofline_peak_gbs);
+    double y = row_floor_seconds(b, roofline_peak_tflops, roofline_peak_gbs);
+    return (x < y) - (x > y);  // descending
+}
+
+// --plan with ceilings: the UNet's forward+backward run once on the profiling wrapper over a counting backend
+// (nothing computed, nothing touched), then each op row's floor. Says, before any GPU time is spent, how much of
+// the best possible step the memory-bound ops are, i.e. what fusing them could win.
+static void print_roofline(const UNetConfig *cfg, int B, int H, int W, int L, UNetPrecision precision,
+                           bool recompute, double peak_tflops, double peak_gbs, double counted_flops) {
+    Backend *counter = backend_counting_create();
+    counter->alloc = reserve_alloc;
+    counter->free = reserve_free;
+    Backend *be = profiling_backend(counter);
+    UNet *m = unet_create(cfg, be);
+    unet_set_precision(m, precision);
+    unet_set_recompute(m, recompute);
+    size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
+    float *sample = be->alloc(be, n_in * sizeof(float));                                 // [B, H, W, Cin]
+    float *t = be->alloc(be, (size_t)B * sizeof(float));                                 // [B]
+    float *ctx = be->alloc(be, (size_t)B * L * cfg->cross_attention_dim * sizeof(float));  // [B, L, D]
+    float *out = be->alloc(be, n_out * sizeof(float));                                   // [B, H, W, Cout]
+    float *d_out = be->alloc(be, n_out * sizeof(float));                                 // [B, H, W, Cout]
+    unet_prepare(m, B, H, W, L);
+    prof_nrows = 0;
+    prof_on = true;
+    unet_forward(m, out, sample, t, ctx, B, H, W, L);
+    unet_backward(m, NULL, NULL, d_out);
+    prof_on = false;
+    float *bufs[5] = {sample, t, ctx, out, d_out};
+    for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
+    unet_free(m);
+    free(be);
+    backend_destroy(prof_counter);
+    backend_destroy(counter);
+
+    roofline_peak_tflops = peak_tflops, roofline_peak_gbs = peak_gbs;
+    qsort(prof_rows, (size_t)prof_nrows, sizeof prof_rows[0], cmp_rows_by_floor);
+    double total = 0.0, matrix = 0.0, row_flops = 0.0;
+    for (int i = 0; i < prof_nrows; i++) {
+        double f = row_floor_seconds(&prof_rows[i], peak_tflops, peak_gbs);
+        total += f;
+        if (prof_rows[i].flops > 0) matrix += f;
+        row_flops += prof_rows[i].flops;
+    }
+    // every op went through a wrapper: the rows hold the whole step (a wrapper missing would show here)
+    if (fabs(row_flops - counted_flops) > 1e-9 * counted_flops)
+        DF_FATAL("bench unet: the roofline rows add up to %.6g FLOPs, the counted step to %.6g (an op without a "
+                 "profiling wrapper?)", row_flops, counted_flops);
+    printf("\nroofline floor of one forward+backward step (batch %d) at %.0f TFLOP/s and %.0f GB/s: each op row's\n"
+           "FLOPs at the matrix rate or its least memory traffic at the copy bandwidth, whichever is longer\n",
+           B, peak_tflops, peak_gbs);
+    printf("  %-30s %8s %10s %10s %10s %7s\n", "op", "calls", "GFLOP", "MB", "floor ms", "%");
+    for (int i = 0; i < prof_nrows; i++) {
+        const ProfRow *r = &prof_rows[i];
+        double f = row_floor_seconds(r, peak_tflops, peak_gbs);
+        printf("  %-30s %8ld %10.1f %10.1f %10.3f %6.1f%%\n", r->name, r->calls, r->flops * 1e-9, r->bytes * 1e-6,
+               f * 1e3, 100.0 * f / total);
+    }
+    printf("  %-30s %8s %10s %10s %10.3f   (matrix ops %.3f ms, the rest %.3f ms = %.1f%%)\n", "floor of the step", "",
+           "", "", total * 1e3, matrix * 1e3, (total - matrix) * 1e3, 100.0 * (total - matrix) / total);
+    printf("  = %.2f ms per sample; no kernel sequence of these ops can beat it on such a device, and fusing the\n"
+           "    memory-bound rows into their neighbours is what would lower it\n", total * 1e3 / B);
+}
+
 // Prints the rows per step (averaged over `steps`) against the profiled steps' wall time.
 static void print_profile(int steps, double wall_seconds, bool forward_only, cJSON *json_out) {
     qsort(prof_rows, (size_t)prof_nrows, sizeof prof_rows[0], cmp_rows);
@@ -1045,6 +1120,7 @@ static int bench_unet(int argc, char **argv) {
     const char *config_path = NULL, *device = "cpu", *json = NULL, *precision_name = "fp32";
     int batch = 2, res = 0, context = 77, iters = 5, warmup = 1, threads = 0, seed = 1;
     bool forward_only = false, plan_only = false, profile = false, recompute = false;
+    double peak_tflops = 0.0, peak_gbs = 0.0;
     Option options[] = {
         {"config", OPT_STRING, &config_path, "diffusers UNet config.json (e.g. bench/configs/sd15.json)"},
         {"precision", OPT_STRING, &precision_name, "fp32, or bf16 (bf16 activations, fp32 master weights)"},
@@ -1058,6 +1134,9 @@ static int bench_unet(int argc, char **argv) {
         {"warmup", OPT_INT, &warmup, "untimed forward+backward iterations before timing"},
         {"forward-only", OPT_FLAG, &forward_only, "skip the forward+backward measurement"},
         {"plan", OPT_FLAG, &plan_only, "only count FLOPs and size the memory: allocate and time nothing"},
+        {"peak-tflops", OPT_FLOAT, &peak_tflops,
+         "with --plan: the device's matrix rate, for a roofline floor per op (0: no roofline)"},
+        {"peak-gbs", OPT_FLOAT, &peak_gbs, "with --plan: the device's copy bandwidth in GB/s, for the roofline"},
         {"profile", OPT_FLAG, &profile, "then time each op over --iters more forward+backward steps"},
         {"seed", OPT_INT, &seed, "seed of the random weights and inputs"},
         {"json", OPT_STRING, &json, "also write the results to this JSON file"},
@@ -1078,6 +1157,11 @@ static int bench_unet(int argc, char **argv) {
     if (batch < 1 || context < 1 || res < 0 || iters < 1 || iters > 10000 || warmup < 0 || threads < 0) {
         fprintf(stderr, "diffurl bench unet: need --batch >= 1, --context >= 1, --res >= 0, 1 <= --iters <= 10000, "
                         "--warmup >= 0, --threads >= 0\n");
+        return 2;
+    }
+    if (peak_tflops < 0 || peak_gbs < 0 || (peak_tflops > 0) != (peak_gbs > 0) || (peak_tflops > 0 && !plan_only)) {
+        fprintf(stderr, "diffurl bench unet: --peak-tflops and --peak-gbs go together, both positive, with --plan "
+                        "(e.g. --plan --peak-tflops 790 --peak-gbs 4300 for an H200 in bf16)\n");
         return 2;
     }
     UNetPrecision precision;
@@ -1117,6 +1201,8 @@ static int bench_unet(int argc, char **argv) {
         printf("parameters: %zu (%.2fM)\n", nparams, nparams * 1e-6);
         print_flops(ff, fb);
         print_memory_plan(nparams, arena_bytes, io_bytes, precision, recompute);
+        if (peak_tflops > 0 && peak_gbs > 0)
+            print_roofline(&cfg, B, H, W, L, precision, recompute, peak_tflops, peak_gbs, fwd_flops + bwd_flops);
         if (json) printf("(--json is not written with --plan: there are no timings)\n");
         return 0;
     }
