@@ -773,8 +773,8 @@ static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
 
 // ---- attention and transformer blocks -----------------------------------------------------------------
 
-// out [B, Lq, dim] = to_out(attention(to_q(x), to_k(src), to_v(src)))
-static Act *attn_fwd(UNet *m, Attn *a, const Act *x, const Act *src, int B, int Lq, int Lk) {
+// out [B, Lq, dim] (=) = to_out(attention(to_q(x), to_k(src), to_v(src)))
+static void attn_fwd(UNet *m, Attn *a, Act *out, const Act *x, const Act *src, int B, int Lq, int Lk) {
     a->x = x, a->src = src, a->B = B, a->Lq = Lq, a->Lk = Lk;
     size_t nq = (size_t)B * Lq * a->dim, nk = (size_t)B * Lk * a->dim;
     a->q_ = act(m, nq), a->k_ = act(m, nk), a->v_ = act(m, nk);
@@ -784,9 +784,7 @@ static Act *attn_fwd(UNet *m, Attn *a, const Act *x, const Act *src, int B, int 
     a->att = act(m, nq), a->lse = m->inference ? NULL : f32(m, (size_t)B * a->heads * Lq);  // NULL: not saved
     AttentionShape s = {B, Lq, Lk, a->heads, a->dim / a->heads};
     op_attn_fwd(m, &s, a->att, a->lse, a->q_, a->k_, a->v_, 1.0f / sqrtf((float)s.head_dim));
-    Act *out = act(m, nq);
     lin_fwd(m, &a->out, out, a->att, B * Lq);
-    return out;
 }
 
 // d_x (=) returned; d_src (=) into *d_src_out ([B, Lk, src_dim], allocated here).
@@ -844,13 +842,14 @@ static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     b->h0 = h;
     b->n1 = ln_fwd(m, &b->ln1, &b->m1, &b->r1, h, rows);
     const Act *src1 = b->attn1.cross ? m->ctx_act : b->n1;
-    Act *o1 = attn_fwd(m, &b->attn1, b->n1, src1, B, L, b->attn1.cross ? m->L : L);
+    // each attention's output goes straight into the residual sum (no buffer of its own kept in the arena)
     b->h1 = act(m, n);
-    op_axpby(m, b->h1, 1.0f, o1, 1.0f, h, n);
+    attn_fwd(m, &b->attn1, b->h1, b->n1, src1, B, L, b->attn1.cross ? m->L : L);
+    add_into(m, b->h1, h, n);                                                          // h1 = attn1 + h
     b->n2 = ln_fwd(m, &b->ln2, &b->m2, &b->r2, b->h1, rows);
-    Act *o2 = attn_fwd(m, &b->attn2, b->n2, m->ctx_act, B, L, m->L);
     b->h2 = act(m, n);
-    op_axpby(m, b->h2, 1.0f, o2, 1.0f, b->h1, n);
+    attn_fwd(m, &b->attn2, b->h2, b->n2, m->ctx_act, B, L, m->L);
+    add_into(m, b->h2, b->h1, n);                                                      // h2 = attn2 + h1
     b->n3 = ln_fwd(m, &b->ln3, &b->m3, &b->r3, b->h2, rows);
     b->p = act(m, n * 8);
     lin_fwd(m, &b->ff_proj, b->p, b->n3, rows);                                        // [rows, 8·dim]
