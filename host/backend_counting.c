@@ -126,6 +126,16 @@ static void count_gn_b(Backend *be, float *di, float *dg, float *db, const float
                        const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
     pass_counts(be, (double)B * HW * C, 4.0, false);
 }
+// The fused group norm + SiLU moves what the plain group norm does (the SiLU's own pass disappears).
+static void count_gn_silu_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g,
+                            const float *b, int B, int HW, int C, int G, float eps) {
+    pass_counts(be, (double)B * HW * C, 4.0, true);
+}
+static void count_gn_silu_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
+                            const float *m, const float *r, const float *g, const float *b, int B, int HW, int C,
+                            int G) {
+    pass_counts(be, (double)B * HW * C, 4.0, false);
+}
 static void count_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
                        int N, int C, float eps) {
     pass_counts(be, (double)N * C, 4.0, true);
@@ -224,6 +234,15 @@ static void count_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const 
                          const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
     pass_counts(be, (double)B * HW * C, 2.0, false);
 }
+static void count_gn_silu_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                              const float *b, int B, int HW, int C, int G, float eps) {
+    pass_counts(be, (double)B * HW * C, 2.0, true);
+}
+static void count_gn_silu_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout,
+                              const uint16_t *i, const float *m, const float *r, const float *g, const float *b, int B,
+                              int HW, int C, int G) {
+    pass_counts(be, (double)B * HW * C, 2.0, false);
+}
 static void count_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                          const float *b, int N, int C, float eps) {
     pass_counts(be, (double)N * C, 2.0, true);
@@ -290,6 +309,8 @@ Backend *backend_counting_create(void) {
     be->linear_forward_bf16 = count_linear_forward_bf16;
     be->group_norm_forward = count_gn_f;
     be->group_norm_backward = count_gn_b;
+    be->group_norm_silu_forward = count_gn_silu_f;
+    be->group_norm_silu_backward = count_gn_silu_b;
     be->layer_norm_forward = count_ln_f;
     be->layer_norm_backward = count_ln_b;
     be->activation_forward = count_act_f;
@@ -320,6 +341,8 @@ Backend *backend_counting_create(void) {
     be->linear_backward_bf16 = count_linear_backward_bf16;
     be->group_norm_forward_bf16 = count_gn_f16;
     be->group_norm_backward_bf16 = count_gn_b16;
+    be->group_norm_silu_forward_bf16 = count_gn_silu_f16;
+    be->group_norm_silu_backward_bf16 = count_gn_silu_b16;
     be->layer_norm_forward_bf16 = count_ln_f16;
     be->layer_norm_backward_bf16 = count_ln_b16;
     be->activation_forward_bf16 = count_act_f16;

@@ -742,6 +742,14 @@ static void pw_gn_b(Backend *be, float *di, float *dg, float *db, const float *d
                     const float *r, const float *g, int B, int HW, int C, int G) {
     PROF_CALL("group_norm.bwd", group_norm_backward, di, dg, db, dout, i, m, r, g, B, HW, C, G);
 }
+static void pw_gns_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int B,
+                     int HW, int C, int G, float eps) {
+    PROF_CALL("group_norm+silu.fwd", group_norm_silu_forward, o, m, r, i, g, b, B, HW, C, G, eps);
+}
+static void pw_gns_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
+                     const float *r, const float *g, const float *b, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm+silu.bwd", group_norm_silu_backward, di, dg, db, dout, i, m, r, g, b, B, HW, C, G);
+}
 static void pw_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int N,
                     int C, float eps) {
     PROF_CALL("layer_norm.fwd", layer_norm_forward, o, m, r, i, g, b, N, C, eps);
@@ -834,6 +842,14 @@ static void pw_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uin
                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
     PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16, di, dg, db, dout, i, m, r, g, B, HW, C, G);
 }
+static void pw_gns_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
+                       const float *b, int B, int HW, int C, int G, float eps) {
+    PROF_CALL("group_norm+silu.fwd bf16", group_norm_silu_forward_bf16, o, m, r, i, g, b, B, HW, C, G, eps);
+}
+static void pw_gns_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
+                       const float *m, const float *r, const float *g, const float *b, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm+silu.bwd bf16", group_norm_silu_backward_bf16, di, dg, db, dout, i, m, r, g, b, B, HW, C, G);
+}
 static void pw_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                       const float *b, int N, int C, float eps) {
     PROF_CALL("layer_norm.fwd bf16", layer_norm_forward_bf16, o, m, r, i, g, b, N, C, eps);
@@ -907,6 +923,8 @@ static Backend *profiling_backend(Backend *inner) {
     be->linear_backward = pw_lin_b;
     be->group_norm_forward = pw_gn_f;
     be->group_norm_backward = pw_gn_b;
+    be->group_norm_silu_forward = pw_gns_f;
+    be->group_norm_silu_backward = pw_gns_b;
     be->layer_norm_forward = pw_ln_f;
     be->layer_norm_backward = pw_ln_b;
     be->activation_forward = pw_act_f;
@@ -930,6 +948,8 @@ static Backend *profiling_backend(Backend *inner) {
     be->linear_backward_bf16 = pw_lin_b16;
     be->group_norm_forward_bf16 = pw_gn_f16;
     be->group_norm_backward_bf16 = pw_gn_b16;
+    be->group_norm_silu_forward_bf16 = pw_gns_f16;
+    be->group_norm_silu_backward_bf16 = pw_gns_b16;
     be->layer_norm_forward_bf16 = pw_ln_f16;
     be->layer_norm_backward_bf16 = pw_ln_b16;
     be->activation_forward_bf16 = pw_act_f16;

@@ -63,8 +63,8 @@ typedef struct {
     int B, H, W;
     const Act *x;                    // [B, HW, cin]
     float *mean1, *rstd1, *mean2, *rstd2;  // GN statistics [B, G]
-    Act *n1, *a1;                    // GN1 out (SiLU in), SiLU out (conv1 in)
-    Act *h2, *n2, *a2;
+    Act *a1;                         // silu(GN1(x)), conv1's input (the GN output itself is not kept)
+    Act *h2, *a2;                    // conv1 out + time embedding (GN2's input); silu(GN2(h2)), conv2's input
 } Resnet;
 
 typedef struct {
@@ -141,7 +141,7 @@ struct UNet {
     Act **skips;
     int nskips;
     float *gn_mean, *gn_rstd;
-    Act *gn_n, *gn_a;
+    Act *gn_a;  // silu(norm_out(h_final)), conv_out's input
     const Act *h_final;  // conv_out input side: GN input
     // backward accumulators
     float *d_emb_act, *d_ctx;
@@ -557,15 +557,6 @@ static void act_to_f32(UNet *m, float *dst, const Act *a, size_t n) {
     else if (dst != a) m->be->copy(m->be, dst, a, n * sizeof(float));
 }
 
-static void op_silu_fwd(UNet *m, Act *out, const Act *in, size_t n) {
-    if (m->bf16) m->be->activation_forward_bf16(m->be, ACT_SILU, H16(out), CH16(in), n);
-    else m->be->activation_forward(m->be, ACT_SILU, out, in, n);
-}
-static void op_silu_bwd(UNet *m, Act *d_in, const Act *d_out, const Act *in, size_t n) {
-    if (m->bf16) m->be->activation_backward_bf16(m->be, ACT_SILU, H16(d_in), CH16(d_out), CH16(in), n);
-    else m->be->activation_backward(m->be, ACT_SILU, d_in, d_out, in, n);
-}
-
 static void op_gn_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int B, int HW) {
     Backend *be = m->be;
     if (m->bf16)
@@ -581,6 +572,25 @@ static void op_gn_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const
                                      HW, nm->C, nm->G);
     else
         be->group_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), B, HW, nm->C, nm->G);
+}
+// GroupNorm then SiLU as one op: the normalised values are neither written nor kept (backward recomputes them).
+static void op_gn_silu_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int B, int HW) {
+    Backend *be = m->be;
+    if (m->bf16)
+        be->group_norm_silu_forward_bf16(be, H16(out), mean, rstd, CH16(x), P(nm->g), P(nm->b), B, HW, nm->C, nm->G,
+                                         nm->eps);
+    else
+        be->group_norm_silu_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), B, HW, nm->C, nm->G, nm->eps);
+}
+static void op_gn_silu_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
+                           const float *rstd, int B, int HW) {
+    Backend *be = m->be;
+    if (m->bf16)
+        be->group_norm_silu_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd,
+                                          P(nm->g), P(nm->b), B, HW, nm->C, nm->G);
+    else
+        be->group_norm_silu_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), P(nm->b), B, HW,
+                                     nm->C, nm->G);
 }
 
 static void op_ln_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int rows) {
@@ -719,18 +729,16 @@ static void resnet_fwd(UNet *m, Resnet *r, Act *out, const Act *x, int B, int H,
     size_t n_in = (size_t)B * HW * r->cin, n_out = (size_t)B * HW * r->cout;
     r->B = B, r->H = H, r->W = W, r->x = x;
     r->mean1 = f32(m, (size_t)B * r->norm1.G), r->rstd1 = f32(m, (size_t)B * r->norm1.G);
-    r->n1 = act(m, n_in), r->a1 = act(m, n_in);
-    op_gn_fwd(m, &r->norm1, r->n1, r->mean1, r->rstd1, x, B, HW);                      // [B, HW, cin]
-    op_silu_fwd(m, r->a1, r->n1, n_in);
+    r->a1 = act(m, n_in);
+    op_gn_silu_fwd(m, &r->norm1, r->a1, r->mean1, r->rstd1, x, B, HW);                 // [B, HW, cin]
     r->h2 = act(m, n_out);
     conv_fwd(m, &r->conv1, r->h2, r->a1, B, H, W);                                     // [B, HW, cout]
     float *tproj = f32(m, (size_t)B * r->cout);
     temb_lin_fwd(m, &r->temb, tproj, m->emb_act, B);                                   // [B, cout]
     op_bcast_fwd(m, r->h2, r->h2, tproj, B, HW, r->cout);
     r->mean2 = f32(m, (size_t)B * r->norm2.G), r->rstd2 = f32(m, (size_t)B * r->norm2.G);
-    r->n2 = act(m, n_out), r->a2 = act(m, n_out);
-    op_gn_fwd(m, &r->norm2, r->n2, r->mean2, r->rstd2, r->h2, B, HW);
-    op_silu_fwd(m, r->a2, r->n2, n_out);
+    r->a2 = act(m, n_out);
+    op_gn_silu_fwd(m, &r->norm2, r->a2, r->mean2, r->rstd2, r->h2, B, HW);
     conv_fwd(m, &r->conv2, out, r->a2, B, H, W);                                       // [B, HW, cout]
     if (r->has_shortcut) {
         Act *sc = act(m, n_out);
@@ -748,9 +756,8 @@ static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
     size_t n_in = (size_t)B * HW * r->cin, n_out = (size_t)B * HW * r->cout;
     Act *d_a2 = act(m, n_out);
     conv_bwd(m, &r->conv2, d_a2, d_out, r->a2, B, H, W);
-    op_silu_bwd(m, d_a2, d_a2, r->n2, n_out);                                          // d_n2
     Act *d_h2 = act(m, n_out);
-    op_gn_bwd(m, &r->norm2, d_h2, d_a2, r->h2, r->mean2, r->rstd2, B, HW);
+    op_gn_silu_bwd(m, &r->norm2, d_h2, d_a2, r->h2, r->mean2, r->rstd2, B, HW);
     float *d_tproj = f32(m, (size_t)B * r->cout), *d_emb = f32(m, (size_t)B * m->cfg.time_embed_dim);
     be->zero(be, d_tproj, (size_t)B * r->cout * sizeof(float));
     op_bcast_bwd(m, d_tproj, d_h2, B, HW, r->cout);
@@ -758,9 +765,8 @@ static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
     be->axpby(be, m->d_emb_act, 1.0f, m->d_emb_act, 1.0f, d_emb, (size_t)B * m->cfg.time_embed_dim);
     Act *d_a1 = act(m, n_in);
     conv_bwd(m, &r->conv1, d_a1, d_h2, r->a1, B, H, W);
-    op_silu_bwd(m, d_a1, d_a1, r->n1, n_in);
     Act *d_x = act(m, n_in);
-    op_gn_bwd(m, &r->norm1, d_x, d_a1, r->x, r->mean1, r->rstd1, B, HW);
+    op_gn_silu_bwd(m, &r->norm1, d_x, d_a1, r->x, r->mean1, r->rstd1, B, HW);
     if (r->has_shortcut) {
         Act *d_sc = act(m, n_in);
         conv_bwd(m, &r->shortcut, d_sc, d_out, r->x, B, H, W);
@@ -1071,9 +1077,8 @@ static void forward_impl(UNet *m, float *out, const float *sample, const float *
     m->h_final = h;
     size_t n = (size_t)B * H * W * c0, n_out = (size_t)B * H * W * c->out_channels;
     m->gn_mean = f32(m, (size_t)B * m->norm_out.G), m->gn_rstd = f32(m, (size_t)B * m->norm_out.G);
-    m->gn_n = act(m, n), m->gn_a = act(m, n);
-    op_gn_fwd(m, &m->norm_out, m->gn_n, m->gn_mean, m->gn_rstd, h, B, H * W);
-    op_silu_fwd(m, m->gn_a, m->gn_n, n);
+    m->gn_a = act(m, n);
+    op_gn_silu_fwd(m, &m->norm_out, m->gn_a, m->gn_mean, m->gn_rstd, h, B, H * W);
     Act *o = m->bf16 ? act(m, n_out) : out;
     conv_fwd(m, &m->conv_out, o, m->gn_a, B, H, W);
     act_to_f32(m, out, o, n_out);
@@ -1095,8 +1100,7 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     const Act *d_o = act_from_f32(m, d_out, (size_t)B * H * W * c->out_channels);
     Act *d_a = act(m, n), *d_h = act(m, n);
     conv_bwd(m, &m->conv_out, d_a, d_o, m->gn_a, B, H, W);
-    op_silu_bwd(m, d_a, d_a, m->gn_n, n);
-    op_gn_bwd(m, &m->norm_out, d_h, d_a, m->h_final, m->gn_mean, m->gn_rstd, B, H * W);
+    op_gn_silu_bwd(m, &m->norm_out, d_h, d_a, m->h_final, m->gn_mean, m->gn_rstd, B, H * W);
 
     // up (reverse); gradients of the skips collected in d_skips, indexed like m->skips
     Act **d_skips = DF_CALLOC((size_t)m->nskips, sizeof(Act *), "skip gradients");

@@ -86,6 +86,17 @@ typedef void GroupNormBackwardFn(Backend *be, float *d_in, float *d_gamma, float
                                  const float *in, const float *mean, const float *rstd, const float *gamma,
                                  int B, int HW, int C, int G);
 
+// group norm then SiLU, fused (a ResNet block's norm → nonlinearity): out = silu(n) with n the value
+// GroupNormForwardFn would store (fp32); n itself is not stored. mean/rstd [B, G] saved as there.
+typedef void GroupNormSiluForwardFn(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                                    const float *gamma, const float *beta, int B, int HW, int C, int G, float eps);
+// Backward from d_out = ∂L/∂out. n is recomputed from in and the saved fp32 statistics,
+// n = (float)(((double)in − mean)·rstd·gamma + beta), dy = d_out·silu'(n) (fp32), then GroupNormBackwardFn's
+// formulas on dy: d_in (=), d_gamma (+=), d_beta (+=). d_in may alias d_out.
+typedef void GroupNormSiluBackwardFn(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
+                                     const float *in, const float *mean, const float *rstd, const float *gamma,
+                                     const float *beta, int B, int HW, int C, int G);
+
 // layer norm over the last dim of x [N, C]; affine gamma/beta [C]; saves mean/rstd [N].
 typedef void LayerNormForwardFn(Backend *be, float *out, float *mean, float *rstd, const float *in,
                                 const float *gamma, const float *beta, int N, int C, float eps);
@@ -95,7 +106,7 @@ typedef void LayerNormBackwardFn(Backend *be, float *d_in, float *d_gamma, float
 
 // elementwise activation: out[i] = act(in[i]); out may alias in.
 typedef void ActivationForwardFn(Backend *be, Activation act, float *out, const float *in, size_t n);
-// d_in[i] = d_out[i] · act'(in[i]) (=); d_in may alias d_out.
+// d_in[i] = d_out[i] · act'(in[i]) (=); d_in may alias d_out or in.
 typedef void ActivationBackwardFn(Backend *be, Activation act, float *d_in, const float *d_out,
                                   const float *in, size_t n);
 
@@ -205,6 +216,13 @@ typedef void GroupNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, flo
 typedef void GroupNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
                                      const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
                                      const float *gamma, int B, int HW, int C, int G);
+typedef void GroupNormSiluForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                        const float *gamma, const float *beta, int B, int HW, int C, int G,
+                                        float eps);
+typedef void GroupNormSiluBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                         const uint16_t *d_out, const uint16_t *in, const float *mean,
+                                         const float *rstd, const float *gamma, const float *beta, int B, int HW,
+                                         int C, int G);
 typedef void LayerNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
                                     const float *gamma, const float *beta, int N, int C, float eps);
 typedef void LayerNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
@@ -264,6 +282,8 @@ struct Backend {
     LinearForwardBf16Fn *linear_forward_bf16;
     GroupNormForwardFn *group_norm_forward;
     GroupNormBackwardFn *group_norm_backward;
+    GroupNormSiluForwardFn *group_norm_silu_forward;
+    GroupNormSiluBackwardFn *group_norm_silu_backward;
     LayerNormForwardFn *layer_norm_forward;
     LayerNormBackwardFn *layer_norm_backward;
     ActivationForwardFn *activation_forward;
@@ -296,6 +316,8 @@ struct Backend {
     LinearBackwardBf16Fn *linear_backward_bf16;
     GroupNormForwardBf16Fn *group_norm_forward_bf16;
     GroupNormBackwardBf16Fn *group_norm_backward_bf16;
+    GroupNormSiluForwardBf16Fn *group_norm_silu_forward_bf16;
+    GroupNormSiluBackwardBf16Fn *group_norm_silu_backward_bf16;
     LayerNormForwardBf16Fn *layer_norm_forward_bf16;
     LayerNormBackwardBf16Fn *layer_norm_backward_bf16;
     ActivationForwardBf16Fn *activation_forward_bf16;

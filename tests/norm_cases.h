@@ -6,11 +6,12 @@
 #include "harness.h"
 
 // layer = false: group norm over [B, HW, C] with G groups; layer = true: layer norm over [N = B·HW, C]
-// (G ignored). stats = B·G (group) or N (layer).
+// (G ignored). stats = B·G (group) or N (layer). silu (group norm only): the fused group norm + SiLU ops.
 typedef struct {
     bool layer;
     int B, HW, C, G;
     float eps;
+    bool silu;
 } NormShape;
 
 static inline size_t shape_rows(const NormShape *s) { return (size_t)s->B * s->HW; }
@@ -19,27 +20,38 @@ static inline size_t shape_stats(const NormShape *s) { return s->layer ? shape_r
 static inline void norm_forward(Backend *be, const NormShape *s, float *out, float *mean, float *rstd,
                                 const float *in, const float *gamma, const float *beta) {
     if (s->layer) be->layer_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
+    else if (s->silu)
+        be->group_norm_silu_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
     else be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
 }
 
+// beta is read by the fused SiLU's backward only.
 static inline void norm_backward(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta,
                                  const float *d_out, const float *in, const float *mean, const float *rstd,
-                                 const float *gamma) {
+                                 const float *gamma, const float *beta) {
     if (s->layer) be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
+    else if (s->silu)
+        be->group_norm_silu_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, s->B, s->HW, s->C,
+                                     s->G);
     else be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
 }
 
 static inline void norm_forward_bf16(Backend *be, const NormShape *s, uint16_t *out, float *mean, float *rstd,
                                      const uint16_t *in, const float *gamma, const float *beta) {
     if (s->layer) be->layer_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B * s->HW, s->C, s->eps);
+    else if (s->silu)
+        be->group_norm_silu_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
     else be->group_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
 }
 
 static inline void norm_backward_bf16(Backend *be, const NormShape *s, uint16_t *d_in, float *d_gamma,
                                       float *d_beta, const uint16_t *d_out, const uint16_t *in, const float *mean,
-                                      const float *rstd, const float *gamma) {
+                                      const float *rstd, const float *gamma, const float *beta) {
     if (s->layer)
         be->layer_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
+    else if (s->silu)
+        be->group_norm_silu_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, s->B, s->HW,
+                                          s->C, s->G);
     else be->group_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
 }
 

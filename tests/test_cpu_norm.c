@@ -2,11 +2,14 @@
 // double implementation; backward d_in/d_gamma/d_beta against central finite differences of
 // L = Σ out·w and against a naive double backward; += semantics of d_gamma/d_beta on pre-filled buffers,
 // = semantics of d_in on a garbage-filled buffer, NULL gradients skipped, in-place forward, and
-// bit-identical results across runs and thread counts.
+// bit-identical results across runs and thread counts. The fused group norm + SiLU: its forward is bit for bit
+// group norm then SiLU, its backward matches that composition (through the stored n) and central finite
+// differences of its own forward.
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "norm_cases.h"
 
 // ---- naive double references ----------------------------------------------------------------------------
 
@@ -244,6 +247,84 @@ static void run_case(Backend *be, bool layer, int B, int HW, int C, int G, float
     free(g3); free(b3);
 }
 
+// ---- group norm + SiLU (fused) ---------------------------------------------------------------------------
+
+typedef struct {
+    Backend *be;
+    NormShape s;
+    float *x, *gamma, *beta, *w, *out, *mean, *rstd;
+} FusedCtx;
+
+static double fused_loss(void *p) {  // L = Σ silu(gn(x))·w in double
+    FusedCtx *c = p;
+    norm_forward(c->be, &c->s, c->out, c->mean, c->rstd, c->x, c->gamma, c->beta);
+    return dot_f64(c->out, c->w, shape_rows(&c->s) * c->s.C);
+}
+
+static void fused_case(Backend *be, TestRng *rng, int B, int HW, int C, int G, bool affine) {
+    char tag[128], what[192];
+    snprintf(tag, sizeof tag, "group_norm+silu B=%d HW=%d C=%d G=%d%s", B, HW, C, G, affine ? "" : " no-affine");
+    printf("%s\n", tag);
+    const NormShape fused = {false, B, HW, C, G, 1e-5f, true}, plain = {false, B, HW, C, G, 1e-5f, false};
+    const size_t n = (size_t)B * HW * C, ns = (size_t)B * G;
+    float *x = norm_alloc_input(rng, (size_t)B * HW, C);  // [B, HW, C]
+    float *gamma = test_alloc_normal(rng, C, 0.5f), *beta = test_alloc_normal(rng, C, 0.5f);
+    for (int c = 0; c < C; c++) gamma[c] += 1.0f;
+    const float *gam = affine ? gamma : NULL, *bet = affine ? beta : NULL;
+    float *w = test_alloc_normal(rng, n, 1.0f);  // d_out [B, HW, C]
+    float *dg0 = test_alloc_normal(rng, C, 1.0f), *db0 = test_alloc_normal(rng, C, 1.0f);
+
+    // forward: bit for bit group norm, then SiLU
+    float *a = host_poison(n), *mean = host_poison(ns), *rstd = host_poison(ns);
+    norm_forward(be, &fused, a, mean, rstd, x, gam, bet);
+    float *nrm = host_poison(n), *a_ref = host_poison(n), *mean_ref = host_poison(ns), *rstd_ref = host_poison(ns);
+    norm_forward(be, &plain, nrm, mean_ref, rstd_ref, x, gam, bet);
+    be->activation_forward(be, ACT_SILU, a_ref, nrm, n);
+    CHECK(bitwise_equal(a, a_ref, n * 4) && bitwise_equal(mean, mean_ref, ns * 4) &&
+              bitwise_equal(rstd, rstd_ref, ns * 4),
+          "%s: forward equals group_norm_forward then SiLU bit for bit", tag);
+
+    // backward against the composition through the stored n (the fused op recomputes n from fp32 statistics)
+    float *dx = host_poison(n), *dg = test_alloc_copy(dg0, C), *db = test_alloc_copy(db0, C);
+    norm_backward(be, &fused, dx, dg, db, w, x, mean, rstd, gam, bet);
+    float *dn = host_poison(n), *dx_ref = host_poison(n);
+    float *dg_ref = test_alloc_copy(dg0, C), *db_ref = test_alloc_copy(db0, C);
+    be->activation_backward(be, ACT_SILU, dn, w, nrm, n);
+    norm_backward(be, &plain, dx_ref, dg_ref, db_ref, dn, x, mean, rstd, gam, bet);
+    check_named(tag, "d_in vs group norm + SiLU composed", dx, dx_ref, n, 1e-5);
+    if (affine) {
+        check_named(tag, "d_gamma (+= onto pre-fill) vs composed", dg, dg_ref, C, 1e-5);
+        check_named(tag, "d_beta (+= onto pre-fill) vs composed", db, db_ref, C, 1e-5);
+        check_increment(tag, "d_gamma increment vs composed", dg, dg_ref, dg0, C, 1e-5);
+        check_increment(tag, "d_beta increment vs composed", db, db_ref, db0, C, 1e-5);
+    }
+
+    // d_in may alias d_out; NULL gradients skipped without changing the others
+    float *io = test_alloc_copy(w, n), *dg2 = test_alloc_copy(dg0, C);
+    norm_backward(be, &fused, io, dg2, NULL, io, x, mean, rstd, gam, bet);
+    CHECK(bitwise_equal(io, dx, n * 4) && (!affine || bitwise_equal(dg2, dg, C * 4)),
+          "%s: backward with d_in == d_out (and d_beta NULL) equals the full call", tag);
+
+    // central finite differences of the fused forward (x, gamma, beta)
+    if (affine) {
+        float *an_g = DF_CALLOC(C, sizeof(float), "d_gamma"), *an_b = DF_CALLOC(C, sizeof(float), "d_beta");
+        float *an_x = host_poison(n);
+        norm_backward(be, &fused, an_x, an_g, an_b, w, x, mean, rstd, gamma, beta);
+        FusedCtx c = {be, fused, x, gamma, beta, w, host_poison(n), host_poison(ns), host_poison(ns)};
+        snprintf(what, sizeof what, "%s: FD d_in", tag);
+        check_grad_fd(what, fused_loss, &c, x, n, an_x, n > 400 ? 300 : 0, 1e-2, 3e-3, rng);
+        snprintf(what, sizeof what, "%s: FD d_gamma", tag);
+        check_grad_fd(what, fused_loss, &c, gamma, C, an_g, 0, 1e-2, 3e-3, rng);
+        snprintf(what, sizeof what, "%s: FD d_beta", tag);
+        check_grad_fd(what, fused_loss, &c, beta, C, an_b, 0, 1e-2, 3e-3, rng);
+        free(an_g), free(an_b), free(an_x), free(c.out), free(c.mean), free(c.rstd);
+    }
+
+    void *host[] = {x, gamma, beta, w, dg0, db0, a, mean, rstd, nrm, a_ref, mean_ref, rstd_ref, dx, dg, db, dn,
+                    dx_ref, dg_ref, db_ref, io, dg2};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
 // The same op on backends with different thread counts gives the same bits.
 static void thread_count_case(TestRng *rng) {
     const int B = 2, HW = 300, C = 96, G = 8;
@@ -293,6 +374,11 @@ int main(void) {
     run_case(be, true, 7, 1, 64, 1, 1e-5f, 1.0f, 0.1f, false, &rng);
     run_case(be, true, 5, 1, 77, 1, 1e-6f, 2.0f, 3.0f, false, &rng);
     run_case(be, true, 4, 1, 24, 1, 1e-6f, 1e-3f, 5.0f, true, &rng);
+    // group norm + SiLU
+    fused_case(be, &rng, 2, 13, 12, 4, true);
+    fused_case(be, &rng, 1, 7, 32, 32, true);
+    fused_case(be, &rng, 2, 64, 64, 32, true);
+    fused_case(be, &rng, 3, 5, 12, 3, false);
     backend_destroy(be);
     return test_finish("test_cpu_norm");
 }

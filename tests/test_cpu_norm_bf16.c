@@ -29,7 +29,8 @@ static size_t bf16_mismatches(const uint16_t *got, const float *want, size_t n) 
 static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     char tag[128];
     if (s.layer) snprintf(tag, sizeof tag, "layer_norm_bf16 N=%d C=%d%s", s.B * s.HW, s.C, affine ? "" : " no-affine");
-    else snprintf(tag, sizeof tag, "group_norm_bf16 B=%d HW=%d C=%d G=%d%s", s.B, s.HW, s.C, s.G,
+    else snprintf(tag, sizeof tag, "%s B=%d HW=%d C=%d G=%d%s",
+                  s.silu ? "group_norm+silu_bf16" : "group_norm_bf16", s.B, s.HW, s.C, s.G,
                   affine ? "" : " no-affine");
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
@@ -65,16 +66,16 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     // ---- backward
     uint16_t *dx16 = host_poison_bf16(n);
     float *dg = test_alloc_copy(dg0, C), *db = test_alloc_copy(db0, C);
-    norm_backward_bf16(cpu, &s, dx16, dg, db, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, dx16, dg, db, dy16, x16, mean, rstd, gam, bet);
     float *dx_w = host_poison(n), *dg_w = test_alloc_copy(dg0, C), *db_w = test_alloc_copy(db0, C);
-    norm_backward(cpu, &s, dx_w, dg_w, db_w, dyw, xw, mean_w, rstd_w, gam);
+    norm_backward(cpu, &s, dx_w, dg_w, db_w, dyw, xw, mean_w, rstd_w, gam, bet);
     bad = bf16_mismatches(dx16, dx_w, n);
     CHECK(bad == 0, "%s: d_in: %zu of %zu elements differ from bf16(fp32 op on the widened inputs)", tag, bad, n);
     CHECK(bitwise_equal(dg, dg_w, C * 4) && bitwise_equal(db, db_w, C * 4),
           "%s: d_gamma/d_beta (+= onto the pre-fill) equal the fp32 op's bit for bit", tag);
 
     float *dx_u = host_poison(n), *dg_u = test_alloc_copy(dg0, C), *db_u = test_alloc_copy(db0, C);
-    norm_backward(cpu, &s, dx_u, dg_u, db_u, dy32, x32, mean_u, rstd_u, gam);
+    norm_backward(cpu, &s, dx_u, dg_u, db_u, dy32, x32, mean_u, rstd_u, gam, bet);
     float *dx16w = bf16_widen_new(dx16, n);
     check_named(tag, "d_in vs fp32 op on the unrounded inputs", dx16w, dx_u, n, TOL_BF16);
     // Norm-wise over channels: with very few channels one random-sign column sum can cancel far below the
@@ -86,19 +87,19 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
 
     // A second backward (parameter gradients only) adds the increment again.
     float *dg2 = test_alloc_copy(dg, C), *db2 = test_alloc_copy(db, C);
-    norm_backward_bf16(cpu, &s, NULL, dg2, db2, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, NULL, dg2, db2, dy16, x16, mean, rstd, gam, bet);
     check_accumulated_twice(tag, "d_gamma accumulates twice", dg2, dg, dg0, C, TOL_F32);
     check_accumulated_twice(tag, "d_beta accumulates twice", db2, db, db0, C, TOL_F32);
 
     // NULL gradients: each alone gives the full call's values; the skipped ones are untouched.
     uint16_t *dx_only = host_poison_bf16(n);
     float *dg_only = test_alloc_copy(dg0, C), *db_only = test_alloc_copy(db0, C);
-    norm_backward_bf16(cpu, &s, dx_only, NULL, NULL, dy16, x16, mean, rstd, gam);
-    norm_backward_bf16(cpu, &s, NULL, dg_only, NULL, dy16, x16, mean, rstd, gam);
-    norm_backward_bf16(cpu, &s, NULL, NULL, db_only, dy16, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, dx_only, NULL, NULL, dy16, x16, mean, rstd, gam, bet);
+    norm_backward_bf16(cpu, &s, NULL, dg_only, NULL, dy16, x16, mean, rstd, gam, bet);
+    norm_backward_bf16(cpu, &s, NULL, NULL, db_only, dy16, x16, mean, rstd, gam, bet);
     CHECK(bitwise_equal(dx_only, dx16, n * 2) && bitwise_equal(dg_only, dg, C * 4) && bitwise_equal(db_only, db, C * 4),
           "%s: d_in alone, d_gamma alone, d_beta alone equal the full call", tag);
-    norm_backward_bf16(cpu, &s, NULL, NULL, NULL, dy16, x16, mean, rstd, gam);  // nothing requested: nothing to do
+    norm_backward_bf16(cpu, &s, NULL, NULL, NULL, dy16, x16, mean, rstd, gam, bet);  // nothing requested: nothing to do
 
     // Aliasing: forward in place (out == in), backward with d_in == d_out.
     uint16_t *io = DF_MALLOC(n * 2, "in place");
@@ -110,7 +111,7 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
           "%s: forward with out == in equals the out-of-place result", tag);
     memcpy(io, dy16, n * 2);
     float *dg_io = test_alloc_copy(dg0, C), *db_io = test_alloc_copy(db0, C);
-    norm_backward_bf16(cpu, &s, io, dg_io, db_io, io, x16, mean, rstd, gam);
+    norm_backward_bf16(cpu, &s, io, dg_io, db_io, io, x16, mean, rstd, gam, bet);
     CHECK(bitwise_equal(io, dx16, n * 2) && bitwise_equal(dg_io, dg, C * 4) && bitwise_equal(db_io, db, C * 4),
           "%s: backward with d_in == d_out equals the separate-buffer result", tag);
 
@@ -123,8 +124,9 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
 
 // 1 and 3 threads give the same bits (forward and backward of both norms).
 static void test_threads(TestRng *rng) {
-    const NormShape shapes[] = {{false, 2, 300, 64, 8, 1e-5f}, {true, 1, 513, 96, 1, 1e-5f}};
-    for (int k = 0; k < 2; k++) {
+    const NormShape shapes[] = {{false, 2, 300, 64, 8, 1e-5f, false}, {true, 1, 513, 96, 1, 1e-5f, false},
+                                {false, 2, 300, 64, 8, 1e-5f, true}};
+    for (int k = 0; k < 3; k++) {
         const NormShape s = shapes[k];
         const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
         float *x32 = norm_alloc_input(rng, shape_rows(&s), s.C), *dy32 = test_alloc_normal(rng, n, 1.0f);
@@ -139,13 +141,14 @@ static void test_threads(TestRng *rng) {
             mean[t] = host_poison(ns), rstd[t] = host_poison(ns);
             dg[t] = DF_CALLOC(C, sizeof(float), "dg"), db[t] = DF_CALLOC(C, sizeof(float), "db");
             norm_forward_bf16(be, &s, out[t], mean[t], rstd[t], x16, gamma, beta);
-            norm_backward_bf16(be, &s, dx[t], dg[t], db[t], dy16, x16, mean[t], rstd[t], gamma);
+            norm_backward_bf16(be, &s, dx[t], dg[t], db[t], dy16, x16, mean[t], rstd[t], gamma, beta);
             backend_destroy(be);
         }
         CHECK(bitwise_equal(out[0], out[1], n * 2) && bitwise_equal(mean[0], mean[1], ns * 4) &&
                   bitwise_equal(rstd[0], rstd[1], ns * 4) && bitwise_equal(dx[0], dx[1], n * 2) &&
                   bitwise_equal(dg[0], dg[1], C * 4) && bitwise_equal(db[0], db[1], C * 4),
-              "%s bf16: 1 and 3 threads give the same bits", s.layer ? "layer norm" : "group norm");
+              "%s bf16: 1 and 3 threads give the same bits",
+              s.layer ? "layer norm" : s.silu ? "group norm + SiLU" : "group norm");
         for (int t = 0; t < 2; t++) {
             free(out[t]), free(dx[t]), free(mean[t]), free(rstd[t]), free(dg[t]), free(db[t]);
         }
@@ -158,25 +161,30 @@ int main(void) {
     TestRng rng = test_rng(771);
 
     const NormShape groups[] = {
-        {false, 1, 7, 32, 32, 1e-5f},    // Cg = 1
-        {false, 3, 1, 128, 32, 1e-5f},   // HW = 1, Cg = 4
-        {false, 2, 33, 64, 8, 1e-6f},    // Cg = 8
-        {false, 1, 1023, 96, 32, 1e-5f}, // Cg = 3
-        {false, 3, 7, 12, 3, 1e-5f},     // Cg = 4
-        {false, 2, 64, 320, 32, 1e-5f},  // Cg = 10 (SD widths)
-        {false, 1, 16, 640, 32, 1e-5f},  // Cg = 20
+        {false, 1, 7, 32, 32, 1e-5f, false},    // Cg = 1
+        {false, 3, 1, 128, 32, 1e-5f, false},   // HW = 1, Cg = 4
+        {false, 2, 33, 64, 8, 1e-6f, false},    // Cg = 8
+        {false, 1, 1023, 96, 32, 1e-5f, false}, // Cg = 3
+        {false, 3, 7, 12, 3, 1e-5f, false},     // Cg = 4
+        {false, 2, 64, 320, 32, 1e-5f, false},  // Cg = 10 (SD widths)
+        {false, 1, 16, 640, 32, 1e-5f, false},  // Cg = 20
     };
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) test_norm(cpu, &rng, groups[i], true);
-    test_norm(cpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f}, false);
+    test_norm(cpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, false}, false);
+    // the fused group norm + SiLU: the same contract (widen, the fp32 fused op, round once)
+    const NormShape fused[] = {{false, 1, 7, 32, 32, 1e-5f, true}, {false, 2, 33, 64, 8, 1e-6f, true},
+                               {false, 2, 64, 320, 32, 1e-5f, true}};
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) test_norm(cpu, &rng, fused[i], true);
+    test_norm(cpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, true}, false);
 
     // layer norm: N = B·HW rows (B = 1).
     const NormShape layers[] = {
-        {true, 1, 1, 32, 1, 1e-5f},   {true, 1, 7, 320, 1, 1e-5f},   {true, 1, 77, 768, 1, 1e-5f},
-        {true, 1, 5, 37, 1, 1e-6f},   {true, 1, 1023, 12, 1, 1e-5f}, {true, 1, 9, 1, 1, 1e-5f},
-        {true, 1, 2048, 320, 1, 1e-5f},
+        {true, 1, 1, 32, 1, 1e-5f, false},   {true, 1, 7, 320, 1, 1e-5f, false},   {true, 1, 77, 768, 1, 1e-5f, false},
+        {true, 1, 5, 37, 1, 1e-6f, false},   {true, 1, 1023, 12, 1, 1e-5f, false}, {true, 1, 9, 1, 1, 1e-5f, false},
+        {true, 1, 2048, 320, 1, 1e-5f, false},
     };
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_norm(cpu, &rng, layers[i], true);
-    test_norm(cpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f}, false);
+    test_norm(cpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f, false}, false);
 
     test_threads(&rng);
 

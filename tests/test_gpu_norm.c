@@ -15,7 +15,8 @@
 static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, bool affine) {
     char tag[128];
     if (s.layer) snprintf(tag, sizeof tag, "layer_norm N=%d C=%d eps=%g%s", s.B * s.HW, s.C, s.eps, affine ? "" : " no-affine");
-    else snprintf(tag, sizeof tag, "group_norm B=%d HW=%d C=%d G=%d eps=%g%s", s.B, s.HW, s.C, s.G, s.eps,
+    else snprintf(tag, sizeof tag, "%s B=%d HW=%d C=%d G=%d eps=%g%s",
+                  s.silu ? "group_norm+silu" : "group_norm", s.B, s.HW, s.C, s.G, s.eps,
                   affine ? "" : " no-affine");
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
@@ -31,7 +32,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *out_c = host_poison(n), *mean_c = host_poison(ns), *rstd_c = host_poison(ns), *dx_c = host_poison(n);
     float *dg_c = test_alloc_copy(dg0, C), *db_c = test_alloc_copy(db0, C);
     norm_forward(cpu, &s, out_c, mean_c, rstd_c, x, gam, bet);
-    norm_backward(cpu, &s, dx_c, dg_c, db_c, dy, x, mean_c, rstd_c, gam);
+    norm_backward(cpu, &s, dx_c, dg_c, db_c, dy, x, mean_c, rstd_c, gam, bet);
 
     // CUDA.
     float *g_x = dev_upload(gpu, x, n), *g_dy = dev_upload(gpu, dy, n);
@@ -39,7 +40,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *g_out = dev_poison(gpu, n), *g_mean = dev_poison(gpu, ns), *g_rstd = dev_poison(gpu, ns);
     float *g_dx = dev_poison(gpu, n), *g_dg = dev_upload(gpu, dg0, C), *g_db = dev_upload(gpu, db0, C);
     norm_forward(gpu, &s, g_out, g_mean, g_rstd, g_x, g_gamma, g_beta);
-    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma, g_beta);
     float *out_g = dev_download_new(gpu, g_out, n), *mean_g = dev_download_new(gpu, g_mean, ns);
     float *rstd_g = dev_download_new(gpu, g_rstd, ns), *dx_g = dev_download_new(gpu, g_dx, n);
     float *dg_g = dev_download_new(gpu, g_dg, C), *db_g = dev_download_new(gpu, g_db, C);
@@ -58,7 +59,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *g_out2 = dev_poison(gpu, n), *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
     float *g_dx2 = dev_poison(gpu, n), *g_dg2 = dev_upload(gpu, dg0, C), *g_db2 = dev_upload(gpu, db0, C);
     norm_forward(gpu, &s, g_out2, g_mean2, g_rstd2, g_x, g_gamma, g_beta);
-    norm_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma);
+    norm_backward(gpu, &s, g_dx2, g_dg2, g_db2, g_dy, g_x, g_mean2, g_rstd2, g_gamma, g_beta);
     float *out_g2 = dev_download_new(gpu, g_out2, n), *mean_g2 = dev_download_new(gpu, g_mean2, ns);
     float *rstd_g2 = dev_download_new(gpu, g_rstd2, ns), *dx_g2 = dev_download_new(gpu, g_dx2, n);
     float *dg_g2 = dev_download_new(gpu, g_dg2, C), *db_g2 = dev_download_new(gpu, g_db2, C);
@@ -68,16 +69,16 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
           "%s: two CUDA runs are bitwise equal", tag);
 
     // Accumulation: a second backward (parameter gradients only) adds the increment again.
-    norm_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, NULL, g_dg, g_db, g_dy, g_x, g_mean, g_rstd, g_gamma, g_beta);
     float *dg_g3 = dev_download_new(gpu, g_dg, C), *db_g3 = dev_download_new(gpu, g_db, C);
     check_accumulated_twice(tag, "d_gamma accumulates twice", dg_g3, dg_g, dg0, C, TOL_F32);
     check_accumulated_twice(tag, "d_beta accumulates twice", db_g3, db_g, db0, C, TOL_F32);
 
     // NULL gradient pointers: d_in alone, d_beta alone, d_gamma alone give the full call's values.
     float *g_dx4 = dev_poison(gpu, n), *g_db4 = dev_upload(gpu, db0, C), *g_dg4 = dev_upload(gpu, dg0, C);
-    norm_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    norm_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma);
-    norm_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, g_dx4, NULL, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma, g_beta);
+    norm_backward(gpu, &s, NULL, NULL, g_db4, g_dy, g_x, g_mean, g_rstd, g_gamma, g_beta);
+    norm_backward(gpu, &s, NULL, g_dg4, NULL, g_dy, g_x, g_mean, g_rstd, g_gamma, g_beta);
     float *dx_g4 = dev_download_new(gpu, g_dx4, n), *db_g4 = dev_download_new(gpu, g_db4, C);
     float *dg_g4 = dev_download_new(gpu, g_dg4, C);
     CHECK(bitwise_equal(dx_g4, dx_g, n * 4), "%s: d_in alone equals the full call", tag);
@@ -90,7 +91,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *inplace_g = dev_download_new(gpu, g_inplace, n);
     CHECK(bitwise_equal(inplace_g, out_g, n * 4), "%s: forward with out == in equals the out-of-place result", tag);
     float *g_dyx = dev_upload(gpu, dy, n), *g_dg5 = dev_upload(gpu, dg0, C), *g_db5 = dev_upload(gpu, db0, C);
-    norm_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma);
+    norm_backward(gpu, &s, g_dyx, g_dg5, g_db5, g_dyx, g_x, g_mean, g_rstd, g_gamma, g_beta);
     float *dyx_g = dev_download_new(gpu, g_dyx, n), *dg_g5 = dev_download_new(gpu, g_dg5, C);
     float *db_g5 = dev_download_new(gpu, g_db5, C);
     CHECK(bitwise_equal(dyx_g, dx_g, n * 4) && bitwise_equal(dg_g5, dg_g, C * 4) && bitwise_equal(db_g5, db_g, C * 4),
@@ -131,7 +132,8 @@ static double fd_loss(void *p) {
 static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
     char tag[128], what[192];
     if (s.layer) snprintf(tag, sizeof tag, "layer_norm N=%d C=%d", s.B * s.HW, s.C);
-    else snprintf(tag, sizeof tag, "group_norm B=%d HW=%d C=%d G=%d", s.B, s.HW, s.C, s.G);
+    else snprintf(tag, sizeof tag, "%s B=%d HW=%d C=%d G=%d", s.silu ? "group_norm+silu" : "group_norm", s.B, s.HW,
+                  s.C, s.G);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
     FdCtx c = {.gpu = gpu, .s = s};
     c.x = norm_alloc_input(rng, shape_rows(&s), s.C);
@@ -152,7 +154,7 @@ static void test_norm_fd(Backend *gpu, TestRng *rng, NormShape s) {
     float *g_w = dev_upload(gpu, c.w, n), *g_dx = dev_poison(gpu, n);
     float *g_dg = dev_upload(gpu, zeros, C), *g_db = dev_upload(gpu, zeros, C);
     norm_forward(gpu, &s, c.g_out, c.g_mean, c.g_rstd, c.g_x, c.g_gamma, c.g_beta);
-    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma);
+    norm_backward(gpu, &s, g_dx, g_dg, g_db, g_w, c.g_x, c.g_mean, c.g_rstd, c.g_gamma, c.g_beta);
     float *dx = dev_download_new(gpu, g_dx, n), *dg = dev_download_new(gpu, g_dg, C);
     float *db = dev_download_new(gpu, g_db, C);
 
@@ -176,31 +178,39 @@ int main(void) {
 
     // group norm: B = 1 and 3; HW = 1, 7, 1023; C = 32·k with G = 32, and C = 12 with G = 3.
     const NormShape groups[] = {
-        {false, 1, 7, 32, 32, 1e-5f},     // one channel per group
-        {false, 3, 1, 64, 32, 1e-5f},     // two values per group
-        {false, 3, 1023, 64, 32, 1e-6f},  //
-        {false, 1, 1023, 96, 32, 1e-5f},  // Cg = 3
-        {false, 3, 7, 12, 3, 1e-5f},      // Cg = 4
-        {false, 1, 1, 12, 3, 1e-5f},      //
-        {false, 3, 1023, 12, 3, 1e-6f},   //
-        {false, 2, 4096, 320, 32, 1e-5f}, // an SD-sized map (Cg = 10)
+        {false, 1, 7, 32, 32, 1e-5f, false},     // one channel per group
+        {false, 3, 1, 64, 32, 1e-5f, false},     // two values per group
+        {false, 3, 1023, 64, 32, 1e-6f, false},  //
+        {false, 1, 1023, 96, 32, 1e-5f, false},  // Cg = 3
+        {false, 3, 7, 12, 3, 1e-5f, false},      // Cg = 4
+        {false, 1, 1, 12, 3, 1e-5f, false},      //
+        {false, 3, 1023, 12, 3, 1e-6f, false},   //
+        {false, 2, 4096, 320, 32, 1e-5f, false}, // an SD-sized map (Cg = 10)
     };
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) test_norm(cpu, gpu, &rng, groups[i], true);
-    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f}, false);
+    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, false}, false);
+    // the fused group norm + SiLU (the UNet's ResNet norms): the same checks
+    const NormShape fused[] = {
+        {false, 1, 7, 32, 32, 1e-5f, true},     {false, 3, 1023, 64, 32, 1e-6f, true},
+        {false, 3, 7, 12, 3, 1e-5f, true},      {false, 2, 4096, 320, 32, 1e-5f, true},
+    };
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) test_norm(cpu, gpu, &rng, fused[i], true);
+    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, true}, false);
 
     // layer norm: rows N = B·HW (HW carries N, B = 1), odd and SD-sized widths.
     const NormShape layers[] = {
-        {true, 1, 1, 32, 1, 1e-5f},    {true, 1, 7, 320, 1, 1e-5f},  {true, 1, 77, 768, 1, 1e-5f},
-        {true, 1, 5, 37, 1, 1e-6f},    {true, 1, 1023, 12, 1, 1e-5f}, {true, 1, 9, 1, 1, 1e-5f},
-        {true, 1, 2048, 320, 1, 1e-5f}, {true, 1, 33, 1280, 1, 1e-6f},
+        {true, 1, 1, 32, 1, 1e-5f, false},    {true, 1, 7, 320, 1, 1e-5f, false},  {true, 1, 77, 768, 1, 1e-5f, false},
+        {true, 1, 5, 37, 1, 1e-6f, false},    {true, 1, 1023, 12, 1, 1e-5f, false}, {true, 1, 9, 1, 1, 1e-5f, false},
+        {true, 1, 2048, 320, 1, 1e-5f, false}, {true, 1, 33, 1280, 1, 1e-6f, false},
     };
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_norm(cpu, gpu, &rng, layers[i], true);
-    test_norm(cpu, gpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f}, false);
+    test_norm(cpu, gpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f, false}, false);
 
     // The device backward against finite differences of the device forward.
-    test_norm_fd(gpu, &rng, (NormShape){false, 2, 5, 12, 3, 1e-5f});
-    test_norm_fd(gpu, &rng, (NormShape){false, 1, 3, 64, 32, 1e-5f});
-    test_norm_fd(gpu, &rng, (NormShape){true, 1, 3, 37, 1, 1e-5f});
+    test_norm_fd(gpu, &rng, (NormShape){false, 2, 5, 12, 3, 1e-5f, false});
+    test_norm_fd(gpu, &rng, (NormShape){false, 1, 3, 64, 32, 1e-5f, false});
+    test_norm_fd(gpu, &rng, (NormShape){true, 1, 3, 37, 1, 1e-5f, false});
+    test_norm_fd(gpu, &rng, (NormShape){false, 2, 5, 12, 3, 1e-5f, true});
 
     backend_destroy(cpu);
     backend_destroy(gpu);

@@ -58,7 +58,7 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
     float *g_mean = dev_poison(gpu, ns), *g_rstd = dev_poison(gpu, ns);
     float *g_dg = dev_upload(gpu, k->dg0, C), *g_db = dev_upload(gpu, k->db0, C);
     norm_forward_bf16(gpu, s, out.p, g_mean, g_rstd, x.p, k->g_gamma, k->g_beta);
-    norm_backward_bf16(gpu, s, dx.p, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+    norm_backward_bf16(gpu, s, dx.p, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
     uint16_t *out_g = dev_download_bf16_new(gpu, out.p, n), *dx_g = dev_download_bf16_new(gpu, dx.p, n);
     float *mean_g = dev_download_new(gpu, g_mean, ns), *rstd_g = dev_download_new(gpu, g_rstd, ns);
     float *dg_g = dev_download_new(gpu, g_dg, C), *db_g = dev_download_new(gpu, g_db, C);
@@ -78,7 +78,7 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         float *g_mean2 = dev_poison(gpu, ns), *g_rstd2 = dev_poison(gpu, ns);
         float *g_dg2 = dev_upload(gpu, k->dg0, C), *g_db2 = dev_upload(gpu, k->db0, C);
         norm_forward_bf16(gpu, s, out2.p, g_mean2, g_rstd2, x.p, k->g_gamma, k->g_beta);
-        norm_backward_bf16(gpu, s, dx2.p, g_dg2, g_db2, dy.p, x.p, g_mean2, g_rstd2, k->g_gamma);
+        norm_backward_bf16(gpu, s, dx2.p, g_dg2, g_db2, dy.p, x.p, g_mean2, g_rstd2, k->g_gamma, k->g_beta);
         uint16_t *out_g2 = dev_download_bf16_new(gpu, out2.p, n), *dx_g2 = dev_download_bf16_new(gpu, dx2.p, n);
         float *mean_g2 = dev_download_new(gpu, g_mean2, ns), *rstd_g2 = dev_download_new(gpu, g_rstd2, ns);
         float *dg_g2 = dev_download_new(gpu, g_dg2, C), *db_g2 = dev_download_new(gpu, g_db2, C);
@@ -88,7 +88,7 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
               "%s: two CUDA runs are bitwise equal", tag);
 
         // Accumulation: a second backward (parameter gradients only) adds the increment again.
-        norm_backward_bf16(gpu, s, NULL, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, NULL, g_dg, g_db, dy.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
         float *dg_g3 = dev_download_new(gpu, g_dg, C), *db_g3 = dev_download_new(gpu, g_db, C);
         check_accumulated_twice(tag, "d_gamma accumulates twice", dg_g3, dg_g, k->dg0, C, TOL_F32);
         check_accumulated_twice(tag, "d_beta accumulates twice", db_g3, db_g, k->db0, C, TOL_F32);
@@ -96,9 +96,9 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         // NULL gradient pointers: d_in alone, d_gamma alone, d_beta alone give the full call's values.
         DevBf16 dx4 = dev_bf16_at(gpu, NULL, n, 0);
         float *g_dg4 = dev_upload(gpu, k->dg0, C), *g_db4 = dev_upload(gpu, k->db0, C);
-        norm_backward_bf16(gpu, s, dx4.p, NULL, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
-        norm_backward_bf16(gpu, s, NULL, g_dg4, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
-        norm_backward_bf16(gpu, s, NULL, NULL, g_db4, dy.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, dx4.p, NULL, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
+        norm_backward_bf16(gpu, s, NULL, g_dg4, NULL, dy.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
+        norm_backward_bf16(gpu, s, NULL, NULL, g_db4, dy.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
         uint16_t *dx_g4 = dev_download_bf16_new(gpu, dx4.p, n);
         float *dg_g4 = dev_download_new(gpu, g_dg4, C), *db_g4 = dev_download_new(gpu, g_db4, C);
         CHECK(bitwise_equal(dx_g4, dx_g, n * 2), "%s: d_in alone equals the full call", tag);
@@ -113,7 +113,7 @@ static void run_offsets(Backend *gpu, const Case *k, const char *tag0, int in_of
         CHECK(bitwise_equal(io_g, out_g, n * 2), "%s: forward with out == in equals the out-of-place result", tag);
         gpu->upload(gpu, io.p, k->dy16, n * 2);
         float *g_dg5 = dev_upload(gpu, k->dg0, C), *g_db5 = dev_upload(gpu, k->db0, C);
-        norm_backward_bf16(gpu, s, io.p, g_dg5, g_db5, io.p, x.p, g_mean, g_rstd, k->g_gamma);
+        norm_backward_bf16(gpu, s, io.p, g_dg5, g_db5, io.p, x.p, g_mean, g_rstd, k->g_gamma, k->g_beta);
         uint16_t *io_g2 = dev_download_bf16_new(gpu, io.p, n);
         float *dg_g5 = dev_download_new(gpu, g_dg5, C), *db_g5 = dev_download_new(gpu, g_db5, C);
         CHECK(bitwise_equal(io_g2, dx_g, n * 2) && bitwise_equal(dg_g5, dg_g, C * 4) &&
@@ -138,7 +138,8 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     char tag[128];
     if (s.layer) snprintf(tag, sizeof tag, "layer_norm_bf16 N=%d C=%d eps=%g%s", s.B * s.HW, s.C, s.eps,
                           affine ? "" : " no-affine");
-    else snprintf(tag, sizeof tag, "group_norm_bf16 B=%d HW=%d C=%d G=%d eps=%g%s", s.B, s.HW, s.C, s.G, s.eps,
+    else snprintf(tag, sizeof tag, "%s B=%d HW=%d C=%d G=%d eps=%g%s",
+                  s.silu ? "group_norm+silu_bf16" : "group_norm_bf16", s.B, s.HW, s.C, s.G, s.eps,
                   affine ? "" : " no-affine");
     printf("%s\n", tag);
     const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s), C = (size_t)s.C;
@@ -155,7 +156,7 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     float *mean_c = host_poison(ns), *rstd_c = host_poison(ns);
     float *dg_c = test_alloc_copy(dg0, C), *db_c = test_alloc_copy(db0, C);
     norm_forward_bf16(cpu, &s, out_c, mean_c, rstd_c, x16, gam, bet);
-    norm_backward_bf16(cpu, &s, dx_c, dg_c, db_c, dy16, x16, mean_c, rstd_c, gam);
+    norm_backward_bf16(cpu, &s, dx_c, dg_c, db_c, dy16, x16, mean_c, rstd_c, gam, bet);
 
     float *g_gamma = affine ? dev_upload(gpu, gamma, C) : NULL, *g_beta = affine ? dev_upload(gpu, beta, C) : NULL;
     const Case k = {&s,      n,      ns,    C,    x16,    dy16,   dg0,  db0,
@@ -177,30 +178,38 @@ int main(void) {
     TestRng rng = test_rng(1602);
 
     const NormShape groups[] = {
-        {false, 1, 7, 32, 32, 1e-5f},     // Cg = 1
-        {false, 3, 1, 64, 32, 1e-5f},     // HW = 1, Cg = 2
-        {false, 3, 1023, 64, 32, 1e-6f},  // Cg = 2
-        {false, 1, 1023, 96, 32, 1e-5f},  // Cg = 3 (odd: scalar)
-        {false, 3, 7, 12, 3, 1e-5f},      // Cg = 4
-        {false, 2, 33, 64, 8, 1e-5f},     // Cg = 8
-        {false, 1, 1, 12, 3, 1e-5f},      // one pixel
-        {false, 2, 4096, 320, 32, 1e-5f}, // SD-sized, Cg = 10, 2.6M values
-        {false, 1, 256, 640, 32, 1e-5f},  // Cg = 20
-        {false, 2, 64, 1280, 32, 1e-5f},  // Cg = 40
-        {false, 1, 5, 24, 1, 1e-5f},      // one group per sample
+        {false, 1, 7, 32, 32, 1e-5f, false},     // Cg = 1
+        {false, 3, 1, 64, 32, 1e-5f, false},     // HW = 1, Cg = 2
+        {false, 3, 1023, 64, 32, 1e-6f, false},  // Cg = 2
+        {false, 1, 1023, 96, 32, 1e-5f, false},  // Cg = 3 (odd: scalar)
+        {false, 3, 7, 12, 3, 1e-5f, false},      // Cg = 4
+        {false, 2, 33, 64, 8, 1e-5f, false},     // Cg = 8
+        {false, 1, 1, 12, 3, 1e-5f, false},      // one pixel
+        {false, 2, 4096, 320, 32, 1e-5f, false}, // SD-sized, Cg = 10, 2.6M values
+        {false, 1, 256, 640, 32, 1e-5f, false},  // Cg = 20
+        {false, 2, 64, 1280, 32, 1e-5f, false},  // Cg = 40
+        {false, 1, 5, 24, 1, 1e-5f, false},      // one group per sample
     };
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) test_norm(cpu, gpu, &rng, groups[i], true);
-    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f}, false);
+    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, false}, false);
+    // the fused group norm + SiLU (the UNet's ResNet norms)
+    const NormShape fused[] = {
+        {false, 1, 7, 32, 32, 1e-5f, true},  {false, 1, 1023, 96, 32, 1e-5f, true},
+        {false, 2, 33, 64, 8, 1e-5f, true},  {false, 2, 4096, 320, 32, 1e-5f, true},
+    };
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) test_norm(cpu, gpu, &rng, fused[i], true);
+    test_norm(cpu, gpu, &rng, (NormShape){false, 3, 7, 12, 3, 1e-5f, true}, false);
 
     // layer norm: rows N = B·HW (HW carries N, B = 1).
     const NormShape layers[] = {
-        {true, 1, 1, 32, 1, 1e-5f},     {true, 1, 7, 320, 1, 1e-5f},    {true, 1, 77, 768, 1, 1e-5f},
-        {true, 1, 5, 37, 1, 1e-6f},     {true, 1, 1023, 12, 1, 1e-5f},  {true, 1, 9, 1, 1, 1e-5f},
-        {true, 1, 4096, 320, 1, 1e-5f}, {true, 1, 33, 1280, 1, 1e-6f},  {true, 1, 3, 38, 1, 1e-5f},
-        {true, 1, 17, 20, 1, 1e-5f},
+        {true, 1, 1, 32, 1, 1e-5f, false},     {true, 1, 7, 320, 1, 1e-5f, false},
+        {true, 1, 77, 768, 1, 1e-5f, false},
+        {true, 1, 5, 37, 1, 1e-6f, false},     {true, 1, 1023, 12, 1, 1e-5f, false},  {true, 1, 9, 1, 1, 1e-5f, false},
+        {true, 1, 4096, 320, 1, 1e-5f, false}, {true, 1, 33, 1280, 1, 1e-6f, false},  {true, 1, 3, 38, 1, 1e-5f, false},
+        {true, 1, 17, 20, 1, 1e-5f, false},
     };
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_norm(cpu, gpu, &rng, layers[i], true);
-    test_norm(cpu, gpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f}, false);
+    test_norm(cpu, gpu, &rng, (NormShape){true, 1, 5, 37, 1, 1e-5f, false}, false);
 
     backend_destroy(cpu);
     backend_destroy(gpu);

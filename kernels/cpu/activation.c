@@ -4,7 +4,7 @@
 //   SiLU       x·σ(x) = x / (1 + e^−x)
 //   GELU tanh  0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 //   GELU erf   0.5·x·(1 + erf(x/√2)) = x·Φ(x)
-// activation_backward: d_in[i] = d_out[i]·act'(in[i])  (=); d_in may alias d_out.
+// activation_backward: d_in[i] = d_out[i]·act'(in[i])  (=); d_in may alias d_out or in.
 // geglu_forward:  in [N, 2F] = [a | g] (a = first F columns, g = last F, diffusers' chunk(2, dim=-1))
 //   → out [N, F] = a · gelu_erf(g).
 // geglu_backward: d_in [N, 2F] (=): d_a = d_out·gelu_erf(g), d_g = d_out·a·gelu_erf'(g).

@@ -73,6 +73,8 @@ Backend *backend_cpu_create(int threads) {
     be->linear_forward_bf16 = cpu_linear_forward_bf16;
     be->group_norm_forward = cpu_group_norm_forward;
     be->group_norm_backward = cpu_group_norm_backward;
+    be->group_norm_silu_forward = cpu_group_norm_silu_forward;
+    be->group_norm_silu_backward = cpu_group_norm_silu_backward;
     be->layer_norm_forward = cpu_layer_norm_forward;
     be->layer_norm_backward = cpu_layer_norm_backward;
     be->activation_forward = cpu_activation_forward;
@@ -103,6 +105,8 @@ Backend *backend_cpu_create(int threads) {
     be->linear_backward_bf16 = cpu_linear_backward_bf16;
     be->group_norm_forward_bf16 = cpu_group_norm_forward_bf16;
     be->group_norm_backward_bf16 = cpu_group_norm_backward_bf16;
+    be->group_norm_silu_forward_bf16 = cpu_group_norm_silu_forward_bf16;
+    be->group_norm_silu_backward_bf16 = cpu_group_norm_silu_backward_bf16;
     be->layer_norm_forward_bf16 = cpu_layer_norm_forward_bf16;
     be->layer_norm_backward_bf16 = cpu_layer_norm_backward_bf16;
     be->activation_forward_bf16 = cpu_activation_forward_bf16;

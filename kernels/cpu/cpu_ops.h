@@ -35,10 +35,14 @@ LinearBackwardBf16Fn cpu_linear_backward_bf16;
 // norm.c
 GroupNormForwardFn cpu_group_norm_forward;
 GroupNormBackwardFn cpu_group_norm_backward;
+GroupNormSiluForwardFn cpu_group_norm_silu_forward;
+GroupNormSiluBackwardFn cpu_group_norm_silu_backward;
 LayerNormForwardFn cpu_layer_norm_forward;
 LayerNormBackwardFn cpu_layer_norm_backward;
 GroupNormForwardBf16Fn cpu_group_norm_forward_bf16;
 GroupNormBackwardBf16Fn cpu_group_norm_backward_bf16;
+GroupNormSiluForwardBf16Fn cpu_group_norm_silu_forward_bf16;
+GroupNormSiluBackwardBf16Fn cpu_group_norm_silu_backward_bf16;
 LayerNormForwardBf16Fn cpu_layer_norm_forward_bf16;
 LayerNormBackwardBf16Fn cpu_layer_norm_backward_bf16;
 // activation.c

@@ -10,6 +10,9 @@
 // layer_norm_*: the same over the last dim of [N, C] (mean/rstd [N]; one group per row): computed by the
 //   group-norm code with HW = 1, G = 1.
 //
+// group_norm_silu_*: group norm then SiLU in one op (backend.h GroupNormSilu*Fn): out = silu(n), n not stored;
+//   the backward recomputes n from in and the saved fp32 statistics.
+//
 // gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the thread count: every sum has
 // one fixed sequential order, and each channel's parameter gradient is reduced by a single thread.
 //
@@ -130,6 +133,40 @@ void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_
     }
 }
 
+// ---- group norm + SiLU (fused) --------------------------------------------------------------------------
+// The reference: the forward is the two ops in sequence (bit for bit what group_norm_forward then SiLU give);
+// the backward recomputes n from in and the saved fp32 statistics into scratch, takes dy = d_out·silu'(n) there
+// and runs group_norm_backward on it. (The CUDA kernels fuse the passes; the CPU keeps the composition.)
+
+void cpu_group_norm_silu_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                                 const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
+    cpu_group_norm_forward(be, out, mean, rstd, in, gamma, beta, B, HW, C, G, eps);  // out = n [B, HW, C]
+    cpu_activation_forward(be, ACT_SILU, out, out, (size_t)B * HW * C);             // out = silu(n)
+}
+
+void cpu_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
+                                  const float *in, const float *mean, const float *rstd, const float *gamma,
+                                  const float *beta, int B, int HW, int C, int G) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const size_t n = (size_t)B * HW * C;
+    if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
+    const int Cg = C / G;
+    float *dy = DF_MALLOC(n * sizeof(float), "group_norm_silu_backward scratch");  // n, then dy [B, HW, C]
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < B * HW; bi++) {
+        const int b = bi / HW;
+        for (int c = 0; c < C; c++) {
+            const size_t k = (size_t)bi * C + c;
+            const int stat = b * G + c / Cg;
+            const double xh = ((double)in[k] - (double)mean[stat]) * (double)rstd[stat];
+            dy[k] = (float)(xh * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f));
+        }
+    }
+    cpu_activation_backward(be, ACT_SILU, dy, d_out, dy, n);  // dy = d_out·silu'(n), in place over n
+    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, dy, in, mean, rstd, gamma, B, HW, C, G);
+    free(dy);
+}
+
 // ---- layer norm -----------------------------------------------------------------------------------------
 // Layer norm over [N, C] is group norm with one group per row: B = N images of HW = 1 pixel, G = 1. The group
 // norm loops then do exactly the layer norm's arithmetic in the same order (the same results, bit for bit).
@@ -175,6 +212,34 @@ void cpu_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, f
     cpu_cast_bf16_to_f32(be, x, in, n);
     // d_in = d_out on the scratch is allowed (the parameter gradients read d_out before d_in is written).
     cpu_group_norm_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, B, HW, C, G);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
+    free(scratch);
+}
+
+void cpu_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
+                                      const float *gamma, const float *beta, int B, int HW, int C, int G, float eps) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const size_t n = (size_t)B * HW * C;
+    if (n == 0) return;
+    float *x = DF_MALLOC(n * sizeof(float), "group_norm_silu_forward_bf16 scratch");  // [B, HW, C]
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    cpu_group_norm_silu_forward(be, x, mean, rstd, x, gamma, beta, B, HW, C, G, eps);  // in place
+    cpu_cast_f32_to_bf16(be, out, x, n);  // silu(n) rounded once: n itself is never rounded to bf16
+    free(x);
+}
+
+void cpu_group_norm_silu_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                       const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
+                                       const float *gamma, const float *beta, int B, int HW, int C, int G) {
+    DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
+    const size_t n = (size_t)B * HW * C;
+    if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
+    float *scratch = DF_MALLOC(2 * n * sizeof(float), "group_norm_silu_backward_bf16 scratch");
+    float *dy = scratch, *x = scratch + n;  // [B, HW, C] each; dy becomes d_in in place
+    cpu_cast_bf16_to_f32(be, dy, d_out, n);
+    cpu_cast_bf16_to_f32(be, x, in, n);
+    cpu_group_norm_silu_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, beta, B, HW, C,
+                                 G);
     if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
     free(scratch);
 }

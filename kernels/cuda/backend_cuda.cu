@@ -132,6 +132,8 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->linear_forward_bf16 = cuda_linear_forward_bf16;
     be->group_norm_forward = cuda_group_norm_forward;
     be->group_norm_backward = cuda_group_norm_backward;
+    be->group_norm_silu_forward = cuda_group_norm_silu_forward;
+    be->group_norm_silu_backward = cuda_group_norm_silu_backward;
     be->layer_norm_forward = cuda_layer_norm_forward;
     be->layer_norm_backward = cuda_layer_norm_backward;
     be->activation_forward = cuda_activation_forward;
@@ -162,6 +164,8 @@ extern "C" Backend *backend_cuda_create(int device) {
     be->linear_backward_bf16 = cuda_linear_backward_bf16;
     be->group_norm_forward_bf16 = cuda_group_norm_forward_bf16;
     be->group_norm_backward_bf16 = cuda_group_norm_backward_bf16;
+    be->group_norm_silu_forward_bf16 = cuda_group_norm_silu_forward_bf16;
+    be->group_norm_silu_backward_bf16 = cuda_group_norm_silu_backward_bf16;
     be->layer_norm_forward_bf16 = cuda_layer_norm_forward_bf16;
     be->layer_norm_backward_bf16 = cuda_layer_norm_backward_bf16;
     be->activation_forward_bf16 = cuda_activation_forward_bf16;

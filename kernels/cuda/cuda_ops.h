@@ -23,10 +23,14 @@ LinearBackwardBf16Fn cuda_linear_backward_bf16;
 // norm.cu
 GroupNormForwardFn cuda_group_norm_forward;
 GroupNormBackwardFn cuda_group_norm_backward;
+GroupNormSiluForwardFn cuda_group_norm_silu_forward;
+GroupNormSiluBackwardFn cuda_group_norm_silu_backward;
 LayerNormForwardFn cuda_layer_norm_forward;
 LayerNormBackwardFn cuda_layer_norm_backward;
 GroupNormForwardBf16Fn cuda_group_norm_forward_bf16;
 GroupNormBackwardBf16Fn cuda_group_norm_backward_bf16;
+GroupNormSiluForwardBf16Fn cuda_group_norm_silu_forward_bf16;
+GroupNormSiluBackwardBf16Fn cuda_group_norm_silu_backward_bf16;
 LayerNormForwardBf16Fn cuda_layer_norm_forward_bf16;
 LayerNormBackwardBf16Fn cuda_layer_norm_backward_bf16;
 // activation.cu

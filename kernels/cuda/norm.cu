@@ -11,6 +11,10 @@
 //     d_gamma [C] += Σ_rows dy·x̂,  d_beta [C] += Σ_rows dy        (accumulated, +=, rounded once)
 //     any gradient pointer may be NULL (skipped); gamma/beta may be NULL (identity affine), as on the CPU.
 //   The same formulas and precision as kernels/cpu/norm.c, so the backends agree to fp32 rounding.
+//   group norm + SiLU (GroupNormSilu*Fn): the same kernels with SILU = true. Forward: out = silu(n), n the
+//     fp32 value the plain forward would store (not stored). Backward: n = (float)(x̂·γ + β) recomputed from
+//     x and the saved fp32 statistics, dy = d_out·silu'(n) in fp32 wherever dy is read (the parameter-gradient
+//     and both d_in passes), then the formulas above. silu and silu' are activation.cu's (activation_math.cuh).
 //
 // Determinism: every sum has a fixed order that depends only on the shape — per-thread strided sums, a
 // warp xor-butterfly (bit-identical in every lane) and a fixed block combine; the per-channel parameter
@@ -32,6 +36,7 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include "activation_math.cuh"  // act_forward / act_derivative: the fused SiLU
 #include "cuda_common.cuh"
 #include "vec.cuh"  // Vec<T, V>: V values of float/bf16 as fp32 in one access
 
@@ -69,6 +74,15 @@ static __device__ double block_sum(double v, double *sh) {
 static __device__ __forceinline__ double gamma_at(const float *gamma, int c) { return gamma ? gamma[c] : 1.0f; }
 static __device__ __forceinline__ double beta_at(const float *beta, int c) { return beta ? beta[c] : 0.0f; }
 
+// The gradient a norm kernel differentiates at one value: d_out itself, or with the fused SiLU d_out·silu'(n),
+// n = (float)(x̂·γ + β) recomputed (the value the forward took SiLU of).
+template <bool SILU>
+static __device__ __forceinline__ float norm_output_grad(float d_out, double xhat, const float *gamma,
+                                                         const float *beta, int c) {
+    if (!SILU) return d_out;
+    return d_out * act_derivative<ACT_SILU>((float)(xhat * gamma_at(gamma, c) + beta_at(beta, c)));
+}
+
 // ---- group norm ----------------------------------------------------------------------------------------
 
 // Walks this thread's units of a group, e = threadIdx.x, +GN_THREADS, ..., as (hw, c) = (e / Cu, e % Cu)
@@ -93,7 +107,8 @@ struct GroupWalk {
 
 // One block per (b, g) = blockIdx.x. Unit u = (hw, cu) of the group (cu < Cg/V) is the V values
 // x[hw·C + cu·V + k], k < V, relative to the group's first channel of batch b (see GroupWalk).
-template <typename T, int V>
+// SILU: out = silu(n) instead of n.
+template <typename T, int V, bool SILU>
 static __global__ void __launch_bounds__(GN_THREADS)
 group_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in, const float *gamma,
                           const float *beta, int HW, int C, int G, float eps) {
@@ -137,6 +152,7 @@ group_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in,
         for (int k = 0; k < V; k++) {
             const double xhat = ((double)v[k] - mean) * rstd;
             o[k] = (float)(xhat * gamma_at(gamma, ch + k) + beta_at(beta, ch + k));
+            if (SILU) o[k] = act_forward<ACT_SILU>(o[k]);
         }
         Vec<T, V>::store(y + i, o);
     }
@@ -146,11 +162,12 @@ group_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in,
     }
 }
 
-// d_in for one (b, g) per block: needs Σ dy·γ and Σ dy·γ·x̂ over the group first.
-template <typename T, int V>
+// d_in for one (b, g) per block: needs Σ dy·γ and Σ dy·γ·x̂ over the group first. SILU: dy = d_out·silu'(n)
+// (beta is read only then).
+template <typename T, int V, bool SILU>
 static __global__ void __launch_bounds__(GN_THREADS)
 group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const float *mean, const float *rstd,
-                                 const float *gamma, int HW, int C, int G) {
+                                 const float *gamma, const float *beta, int HW, int C, int G) {
     __shared__ double sh[33];
     const int bg = blockIdx.x;
     const int b = bg / G, g = bg - (bg / G) * G;
@@ -170,9 +187,11 @@ group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
         Vec<T, V>::load(dy + i, dv);
 #pragma unroll
         for (int k = 0; k < V; k++) {
-            const double dyg = (double)dv[k] * gamma_at(gamma, ch + k);
+            const double xhat = ((double)xv[k] - mu) * rs;
+            const double dy = norm_output_grad<SILU>(dv[k], xhat, gamma, beta, ch + k);
+            const double dyg = dy * gamma_at(gamma, ch + k);
             s1 += dyg;
-            s2 += dyg * (((double)xv[k] - mu) * rs);
+            s2 += dyg * xhat;
         }
     }
     const double m1 = block_sum<GN_THREADS>(s1, sh) / count;  // mean(dy·γ)
@@ -188,7 +207,8 @@ group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const double xhat = ((double)xv[k] - mu) * rs;
-            const double dyg = (double)dv[k] * gamma_at(gamma, ch + k);
+            const double dy = norm_output_grad<SILU>(dv[k], xhat, gamma, beta, ch + k);
+            const double dyg = dy * gamma_at(gamma, ch + k);
             o[k] = (float)(rs * (dyg - m1 - xhat * m2));
         }
         Vec<T, V>::store(dx + i, o);
@@ -291,11 +311,12 @@ layer_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
 // (r / HW)·G + c / (C/G): group norm passes its HW and G; layer norm passes HW = 1, G = 1 (statistic r).
 // Thread ty takes rows r0+ty, r0+ty+PG_TY, ... in order; row lane 0 adds the PG_TY sums in order.
 // part_gamma/part_beta [chunks, C] (=). One value per thread and row: a warp reads 32 consecutive values.
-template <typename T>
+// SILU: dy = d_out·silu'(n) (gamma and beta are read only then).
+template <typename T, bool SILU>
 static __global__ void __launch_bounds__(PG_TX * PG_TY)
 norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const T *d_out, const T *in,
-                               const float *mean, const float *rstd, int rows, int C, int HW, int G,
-                               int rows_per_chunk) {
+                               const float *mean, const float *rstd, const float *gamma, const float *beta,
+                               int rows, int C, int HW, int G, int rows_per_chunk) {
     __shared__ double sh_g[PG_TY][PG_TX + 1];
     __shared__ double sh_b[PG_TY][PG_TX + 1];
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -309,8 +330,9 @@ norm_param_grad_partial_kernel(double *part_gamma, double *part_beta, const T *d
         for (int r = r0 + ty; r < r1; r += PG_TY) {
             const int stat = (r / HW) * G + grp;
             const size_t i = (size_t)r * C + c;
-            const double dy = to_f32(d_out[i]);
-            sg += dy * (((double)to_f32(in[i]) - (double)mean[stat]) * (double)rstd[stat]);
+            const double xhat = ((double)to_f32(in[i]) - (double)mean[stat]) * (double)rstd[stat];
+            const double dy = norm_output_grad<SILU>(to_f32(d_out[i]), xhat, gamma, beta, c);
+            sg += dy * xhat;
             sb += dy;
         }
     }
@@ -345,10 +367,12 @@ static __global__ void norm_param_grad_final_kernel(float *d_gamma, float *d_bet
 
 // ---- launchers -----------------------------------------------------------------------------------------
 
-// d_gamma/d_beta [C] += the per-channel sums over rows of dy·x̂ and dy (see the partial kernel for HW, G).
-template <typename T>
+// d_gamma/d_beta [C] += the per-channel sums over rows of dy·x̂ and dy (see the partial kernel for HW, G;
+// SILU: dy through the fused SiLU, which reads gamma and beta).
+template <typename T, bool SILU = false>
 static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const T *d_out, const T *in,
-                             const float *mean, const float *rstd, int rows, int C, int HW, int G) {
+                             const float *mean, const float *rstd, int rows, int C, int HW, int G,
+                             const float *gamma = NULL, const float *beta = NULL) {
     if (!d_gamma && !d_beta) return;
     if (rows <= 0 || C <= 0) return;
     cudaStream_t stream = cuda_stream(be);
@@ -361,8 +385,9 @@ static void norm_param_grads(Backend *be, float *d_gamma, float *d_beta, const T
     double *part_beta = part + (size_t)chunks * C;  // [chunks, C]
     dim3 block(PG_TX, PG_TY);
     dim3 grid((unsigned)((C + PG_TX - 1) / PG_TX), (unsigned)chunks);
-    norm_param_grad_partial_kernel<T><<<grid, block, 0, stream>>>(part_gamma, part_beta, d_out, in, mean, rstd,
-                                                                  rows, C, HW, G, rows_per_chunk);
+    norm_param_grad_partial_kernel<T, SILU><<<grid, block, 0, stream>>>(part_gamma, part_beta, d_out, in, mean,
+                                                                        rstd, gamma, beta, rows, C, HW, G,
+                                                                        rows_per_chunk);
     CUDA_LAUNCH_CHECK("norm_param_grad_partial_kernel");
     norm_param_grad_final_kernel<<<cuda_blocks((size_t)C, 256), 256, 0, stream>>>(d_gamma, d_beta, part_gamma,
                                                                                   part_beta, chunks, C);
@@ -399,32 +424,78 @@ static int bf16_vec_width(int width, const void *p0, const void *p1, const void 
         }                                                                                       \
     } while (0)
 
+// Launches the group-norm KERNEL<T, V, SILU> (GN_THREADS per block) for the runtime V in {8, 4, 2, 1}.
+#define GN_VEC_LAUNCH(V, KERNEL, T, SILU, GRID, STREAM, ...)                                  \
+    do {                                                                                      \
+        switch (V) {                                                                          \
+        case 8: KERNEL<T, 8, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        case 4: KERNEL<T, 4, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        case 2: KERNEL<T, 2, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+        default: KERNEL<T, 1, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break; \
+        }                                                                                     \
+    } while (0)
+
 static inline __nv_bfloat16 *as_bf16(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
 static inline const __nv_bfloat16 *as_bf16(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
+
+// Group norm forward (SILU: fused with SiLU) on storage T: one block per (b, g); bf16 moves V values per access.
+template <typename T, bool SILU>
+static void group_norm_forward_launch(Backend *be, T *out, float *mean, float *rstd, const T *in, const float *gamma,
+                                      const float *beta, int B, int HW, int C, int G, float eps) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0) return;
+    DF_CHECK(HW > 0, "group_norm forward: HW must be > 0 (the mean of an empty group is undefined)");
+    const unsigned grid = (unsigned)(B * G);
+    cudaStream_t stream = cuda_stream(be);
+    const int V = sizeof(T) == 2 ? bf16_vec_width(C / G, out, in, NULL) : 1;  // fp32: one value per access
+    GN_VEC_LAUNCH(V, group_norm_forward_kernel, T, SILU, grid, stream, out, mean, rstd, in, gamma, beta, HW, C, G,
+                  eps);  // out [B, HW, C], mean/rstd [B, G]
+    CUDA_LAUNCH_CHECK(SILU ? "group_norm_forward_kernel (fused SiLU)" : "group_norm_forward_kernel");
+}
+
+// Group norm backward (SILU: through the fused SiLU): parameter gradients first (they read d_out, so d_in,
+// written next, may alias it), then d_in.
+template <typename T, bool SILU>
+static void group_norm_backward_launch(Backend *be, T *d_in, float *d_gamma, float *d_beta, const T *d_out,
+                                       const T *in, const float *mean, const float *rstd, const float *gamma,
+                                       const float *beta, int B, int HW, int C, int G) {
+    check_group_shape(B, HW, C, G);
+    if (B == 0 || HW == 0) return;
+    norm_param_grads<T, SILU>(be, d_gamma, d_beta, d_out, in, mean, rstd, B * HW, C, HW, G, gamma, beta);
+    if (!d_in) return;
+    const unsigned grid = (unsigned)(B * G);
+    cudaStream_t stream = cuda_stream(be);
+    const int V = sizeof(T) == 2 ? bf16_vec_width(C / G, d_in, d_out, in) : 1;
+    GN_VEC_LAUNCH(V, group_norm_backward_input_kernel, T, SILU, grid, stream, d_in, d_out, in, mean, rstd, gamma,
+                  beta, HW, C, G);  // d_in [B, HW, C]
+    CUDA_LAUNCH_CHECK(SILU ? "group_norm_backward_input_kernel (fused SiLU)" : "group_norm_backward_input_kernel");
+}
 
 extern "C" void cuda_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
                                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                                         float eps) {
-    check_group_shape(B, HW, C, G);
-    if (B == 0) return;
-    DF_CHECK(HW > 0, "group_norm_forward: HW must be > 0 (the mean of an empty group is undefined)");
-    group_norm_forward_kernel<float, 1><<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
-        out, mean, rstd, in, gamma, beta, HW, C, G, eps);
-    CUDA_LAUNCH_CHECK("group_norm_forward_kernel");
+    group_norm_forward_launch<float, false>(be, out, mean, rstd, in, gamma, beta, B, HW, C, G, eps);
 }
 
 extern "C" void cuda_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
                                          const float *d_out, const float *in, const float *mean,
                                          const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    check_group_shape(B, HW, C, G);
-    if (B == 0 || HW == 0) return;
-    // Parameter gradients first: they read d_out, so d_in (written next) may alias it.
-    norm_param_grads(be, d_gamma, d_beta, d_out, in, mean, rstd, B * HW, C, HW, G);
-    if (d_in) {
-        group_norm_backward_input_kernel<float, 1><<<(unsigned)(B * G), GN_THREADS, 0, cuda_stream(be)>>>(
-            d_in, d_out, in, mean, rstd, gamma, HW, C, G);
-        CUDA_LAUNCH_CHECK("group_norm_backward_input_kernel");
-    }
+    group_norm_backward_launch<float, false>(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, NULL, B, HW, C,
+                                             G);
+}
+
+extern "C" void cuda_group_norm_silu_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
+                                             const float *gamma, const float *beta, int B, int HW, int C, int G,
+                                             float eps) {
+    group_norm_forward_launch<float, true>(be, out, mean, rstd, in, gamma, beta, B, HW, C, G, eps);
+}
+
+extern "C" void cuda_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
+                                              const float *d_out, const float *in, const float *mean,
+                                              const float *rstd, const float *gamma, const float *beta, int B, int HW,
+                                              int C, int G) {
+    group_norm_backward_launch<float, true>(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, B, HW, C,
+                                            G);
 }
 
 extern "C" void cuda_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
@@ -457,28 +528,30 @@ extern "C" void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamm
 extern "C" void cuda_group_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
                                              const float *gamma, const float *beta, int B, int HW, int C, int G,
                                              float eps) {
-    check_group_shape(B, HW, C, G);
-    if (B == 0) return;
-    DF_CHECK(HW > 0, "group_norm_forward_bf16: HW must be > 0 (the mean of an empty group is undefined)");
-    const int V = bf16_vec_width(C / G, out, in, NULL);
-    BF16_VEC_LAUNCH(V, group_norm_forward_kernel, (unsigned)(B * G), GN_THREADS, cuda_stream(be), as_bf16(out), mean,
-                    rstd, as_bf16(in), gamma, beta, HW, C, G, eps);  // out [B, HW, C], mean/rstd [B, G]
-    CUDA_LAUNCH_CHECK("group_norm_forward_kernel (bf16)");
+    group_norm_forward_launch<__nv_bfloat16, false>(be, as_bf16(out), mean, rstd, as_bf16(in), gamma, beta, B, HW, C,
+                                                    G, eps);
 }
 
 extern "C" void cuda_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
                                               const uint16_t *d_out, const uint16_t *in, const float *mean,
                                               const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    check_group_shape(B, HW, C, G);
-    if (B == 0 || HW == 0) return;
-    // Parameter gradients (fp32, +=) first: they read d_out, so d_in (written next) may alias it.
-    norm_param_grads(be, d_gamma, d_beta, as_bf16(d_out), as_bf16(in), mean, rstd, B * HW, C, HW, G);
-    if (d_in) {
-        const int V = bf16_vec_width(C / G, d_in, d_out, in);
-        BF16_VEC_LAUNCH(V, group_norm_backward_input_kernel, (unsigned)(B * G), GN_THREADS, cuda_stream(be),
-                        as_bf16(d_in), as_bf16(d_out), as_bf16(in), mean, rstd, gamma, HW, C, G);  // d_in [B, HW, C]
-        CUDA_LAUNCH_CHECK("group_norm_backward_input_kernel (bf16)");
-    }
+    group_norm_backward_launch<__nv_bfloat16, false>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out), as_bf16(in),
+                                                     mean, rstd, gamma, NULL, B, HW, C, G);
+}
+
+extern "C" void cuda_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd,
+                                                  const uint16_t *in, const float *gamma, const float *beta, int B,
+                                                  int HW, int C, int G, float eps) {
+    group_norm_forward_launch<__nv_bfloat16, true>(be, as_bf16(out), mean, rstd, as_bf16(in), gamma, beta, B, HW, C,
+                                                   G, eps);
+}
+
+extern "C" void cuda_group_norm_silu_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
+                                                   const uint16_t *d_out, const uint16_t *in, const float *mean,
+                                                   const float *rstd, const float *gamma, const float *beta, int B,
+                                                   int HW, int C, int G) {
+    group_norm_backward_launch<__nv_bfloat16, true>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out), as_bf16(in),
+                                                    mean, rstd, gamma, beta, B, HW, C, G);
 }
 
 extern "C" void cuda_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
