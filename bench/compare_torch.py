@@ -21,6 +21,12 @@ weights N(0, 1/fan_in), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1); inputs
 per sample. FLOPs per sample are diffurl's count from the config (matrix ops: conv, linear, attention); the
 script also counts the forward independently with hooks on the torch modules and prints both.
 
+Precision: --dtype bf16 runs torch's model.to(bfloat16) (bf16 weights, activations and gradients: the lightest
+setup in memory); --dtype bf16-autocast runs the fp32 model under torch.autocast(bfloat16) (fp32 master weights
+and gradients, bf16 matrix ops: mixed precision, the regime of diffurl's --precision bf16). diffurl runs
+--precision bf16 for both; the memory comparison is like for like only with bf16-autocast
+(bench/torch_memory_estimate.py models both on a CPU).
+
 Memory: CUDA: torch.cuda.max_memory_allocated() (tensors only) next to diffurl's exact allocation plan
 (parameters + gradients + activation arena + inputs) and its cudaMemGetInfo reading. CPU: peak RSS of both
 processes (diffurl: its VmHWM, in its JSON; RUSAGE_CHILDREN would not do, since a child's ru_maxrss starts from
@@ -66,8 +72,11 @@ def parse_args():
     ap.add_argument("--context", type=int, default=77, help="context length L")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for both (0: torch's / OpenMP's default)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                    help="torch's dtype; diffurl runs fp32, or --precision bf16 for bf16 (fp16: diffurl stays fp32)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "bf16-autocast", "fp16"],
+                    help="torch's precision: bf16 = model.to(bfloat16) (bf16 weights and gradients); bf16-autocast = "
+                         "fp32 model under torch.autocast(bfloat16), fp32 weights and gradients (mixed precision, "
+                         "diffurl's bf16 regime). diffurl runs fp32, or --precision bf16 for both bf16 modes "
+                         "(fp16: diffurl stays fp32)")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed forward+backward iterations first")
     ap.add_argument("--diffurl", default="build/diffurl", help="the diffurl binary")
@@ -118,7 +127,7 @@ def run_diffurl(res):
         cmd = [ARGS.diffurl, "bench", "unet", "--config", ARGS.config, "--batch", str(ARGS.batch), "--res", str(res),
                "--context", str(ARGS.context), "--device", ARGS.device, "--iters", str(ARGS.iters),
                "--warmup", str(ARGS.warmup), "--seed", str(ARGS.seed + 1), "--json", out_json]
-        if ARGS.dtype == "bf16":
+        if ARGS.dtype in ("bf16", "bf16-autocast"):
             cmd += ["--precision", "bf16"]  # bf16 activations and working weights, fp32 master weights
         env = dict(CHILD_ENV)  # (diffurl sets OpenBLAS's threads itself, from --threads)
         if ARGS.threads > 0:
@@ -208,7 +217,10 @@ def patch_attention(model):
 
 def time_torch(res):
     device = torch.device(ARGS.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[ARGS.dtype]
+    # bf16-autocast: fp32 weights, inputs and gradients; the forward under autocast (bf16 matrix ops, fp32 norms)
+    autocast = ARGS.dtype == "bf16-autocast"
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "bf16-autocast": torch.float32,
+             "fp16": torch.float16}[ARGS.dtype]
     if ARGS.threads > 0:
         torch.set_num_threads(ARGS.threads)
     cuda = device.type == "cuda"
@@ -236,6 +248,9 @@ def time_torch(res):
             torch.cuda.synchronize(device)
 
     def forward():
+        if autocast:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                return model(sample, t, encoder_hidden_states=ctx).sample.float()
         return model(sample, t, encoder_hidden_states=ctx).sample
 
     def step():

@@ -106,6 +106,11 @@ if [ $quick -eq 0 ]; then
     python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --dtype bf16 \
         --iters 5 --diffurl ./build-gpu/diffurl --json "$OUT/compare_torch_sd15_bf16.json" \
         >"$OUT/compare_torch_sd15_bf16.txt" 2>&1 || bench_rc=$?
+    log "diffusers under torch.autocast(bf16) (fp32 master weights, like diffurl's bf16): the like-for-like memory"
+    python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda \
+        --dtype bf16-autocast --iters 5 --diffurl ./build-gpu/diffurl \
+        --json "$OUT/compare_torch_sd15_bf16_autocast.json" >"$OUT/compare_torch_sd15_bf16_autocast.txt" 2>&1 \
+        || bench_rc=$?
   else
     log "no torch+diffusers on this machine: the PyTorch comparison is skipped" | tee "$OUT/compare_torch_skipped.txt"
   fi
@@ -120,7 +125,9 @@ if [ $quick -eq 0 ]; then
   sed -n '/^profile/,/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt" | sed -n '4,20p'
   sed -n '/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt"
   grep -A1 "floor of the step" "$OUT/roofline_sd15_bf16.txt"
-  [ -f "$OUT/compare_torch_sd15_bf16.txt" ] && tail -12 "$OUT/compare_torch_sd15_bf16.txt"
+  for f in compare_torch_sd15_bf16 compare_torch_sd15_bf16_autocast; do
+    [ -f "$OUT/$f.txt" ] && { echo "-- $f"; tail -12 "$OUT/$f.txt"; }
+  done
 else
   echo "gpu tests rc=$gpu_rc  cpu tests rc=$cpu_rc"
 fi
