@@ -86,7 +86,7 @@ typedef struct {
     // saved
     const Act *h0;
     float *m1, *r1, *m2, *r2, *m3, *r3;  // LN statistics [rows]
-    Act *n1, *h1, *n2, *h2, *n3, *p, *g;
+    Act *n1, *h1, *n2, *h2, *n3, *p;  // LN outputs, residual sums, ff_proj output (GEGLU in; its output is recomputed)
 } TBlock;
 
 typedef struct {
@@ -835,13 +835,6 @@ static Act *ln_fwd(UNet *m, const Norm *n, float **mean, float **rstd, const Act
     return out;
 }
 
-static Act *ln_bwd(UNet *m, const Norm *n, const Act *d_out, const Act *x, const float *mean, const float *rstd,
-                   int rows) {
-    Act *d_x = act(m, (size_t)rows * n->C);
-    op_ln_bwd(m, n, d_x, d_out, x, mean, rstd, rows);
-    return d_x;
-}
-
 static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     int rows = B * L;
     size_t n = (size_t)rows * b->dim;
@@ -859,37 +852,49 @@ static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     b->n3 = ln_fwd(m, &b->ln3, &b->m3, &b->r3, b->h2, rows);
     b->p = act(m, n * 8);
     lin_fwd(m, &b->ff_proj, b->p, b->n3, rows);                                        // [rows, 8·dim]
-    b->g = act(m, n * 4);
-    op_geglu_fwd(m, b->g, b->p, rows, 4 * b->dim);                                     // [rows, 4·dim]
+    // GEGLU's output is not kept (backward recomputes it from p: one elementwise pass for 4·dim values per
+    // token of memory), so it is taken after the block's output and released
     Act *out = act(m, n);
-    lin_fwd(m, &b->ff_out, out, b->g, rows);
+    size_t mark = m->cur->used;
+    Act *g = act(m, n * 4);
+    op_geglu_fwd(m, g, b->p, rows, 4 * b->dim);                                        // [rows, 4·dim]
+    lin_fwd(m, &b->ff_out, out, g, rows);
+    m->cur->used = mark;
     add_into(m, out, b->h2, n);
     return out;
 }
 
+// The three residual-stream gradients are taken first; each sub-block's temporaries (ff, attn2, attn1) are
+// released once its gradient is in them, so the block's peak is one sub-block's temporaries, not all three's.
 static Act *tblock_bwd(UNet *m, TBlock *b, const Act *d_out, int B, int L) {
     int rows = B * L;
     size_t n = (size_t)rows * b->dim;
-    // ff: out = ff_out(geglu(ff_proj(ln3(h2)))) + h2
-    Act *d_g = act(m, n * 4), *d_p = act(m, n * 8), *d_n3 = act(m, n);
-    lin_bwd(m, &b->ff_out, d_g, d_out, b->g, rows);
+    Act *d_h2 = act(m, n), *d_h1 = act(m, n), *d_h0 = act(m, n);  // [rows, dim] each
+    const size_t mark = m->cur->used;
+    // ff: out = ff_out(geglu(ff_proj(ln3(h2)))) + h2; geglu's output recomputed (see tblock_fwd)
+    Act *g = act(m, n * 4), *d_g = act(m, n * 4), *d_p = act(m, n * 8), *d_n3 = act(m, n);
+    op_geglu_fwd(m, g, b->p, rows, 4 * b->dim);
+    lin_bwd(m, &b->ff_out, d_g, d_out, g, rows);
     op_geglu_bwd(m, d_p, d_g, b->p, rows, 4 * b->dim);
     lin_bwd(m, &b->ff_proj, d_n3, d_p, b->n3, rows);
-    Act *d_h2 = ln_bwd(m, &b->ln3, d_n3, b->h2, b->m3, b->r3, rows);
+    op_ln_bwd(m, &b->ln3, d_h2, d_n3, b->h2, b->m3, b->r3, rows);
     add_into(m, d_h2, d_out, n);
+    m->cur->used = mark;
     // attn2: h2 = attn2(ln2(h1), ctx) + h1
     Act *d_ctx2;
     Act *d_n2 = attn_bwd(m, &b->attn2, d_h2, &d_ctx2);
     add_context_gradient(m, d_ctx2);
-    Act *d_h1 = ln_bwd(m, &b->ln2, d_n2, b->h1, b->m2, b->r2, rows);
+    op_ln_bwd(m, &b->ln2, d_h1, d_n2, b->h1, b->m2, b->r2, rows);
     add_into(m, d_h1, d_h2, n);
+    m->cur->used = mark;
     // attn1: h1 = attn1(ln1(h0)[, ctx]) + h0
     Act *d_src1;
     Act *d_n1 = attn_bwd(m, &b->attn1, d_h1, &d_src1);
     if (b->attn1.cross) add_context_gradient(m, d_src1);
     else add_into(m, d_n1, d_src1, n);
-    Act *d_h0 = ln_bwd(m, &b->ln1, d_n1, b->h0, b->m1, b->r1, rows);
+    op_ln_bwd(m, &b->ln1, d_h0, d_n1, b->h0, b->m1, b->r1, rows);
     add_into(m, d_h0, d_h1, n);
+    m->cur->used = mark;
     return d_h0;
 }
 
@@ -949,9 +954,12 @@ static Act *tx_block_fwd(UNet *m, Tx2D *t, const Act *x, int B, int HW) {
     return out;
 }
 
+// The hold buffer not holding d: where the gradient computed from d goes.
+static Act *other_hold(UNet *m, const Act *d) { return m->hold[0] == d ? m->hold[1] : m->hold[0]; }
+
 // Moves a block's input gradient into the hold buffer not holding d_out, and releases the block's temporaries.
 static Act *hold_gradient(UNet *m, size_t mark, const Act *d_out, const Act *d_x, size_t n) {
-    Act *hold = m->hold[0] == d_out ? m->hold[1] : m->hold[0];
+    Act *hold = other_hold(m, d_out);
     act_copy(m, hold, d_x, n);
     m->cur->used = mark;
     return hold;
@@ -1108,11 +1116,13 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     for (int i = c->levels - 1; i >= 0; i--) {
         Level *lv = &m->up[i];
         int Hl = lv->H, Wl = lv->W;
-        if (lv->has_sample) {
+        if (lv->has_sample) {  // upsample then conv: d_up is released once folded into the other hold buffer
+            const size_t mark = m->cur->used;
             Act *d_up = act(m, (size_t)B * 4 * Hl * Wl * lv->sample_conv.cin);
             conv_bwd(m, &lv->sample_conv, d_up, d_h, lv->up_in, B, 2 * Hl, 2 * Wl);
-            Act *d_hl = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
+            Act *d_hl = other_hold(m, d_h);  // [B, Hl, Wl, cin]
             op_upsample_bwd(m, d_hl, d_up, B, Hl, Wl, lv->sample_conv.cin);
+            m->cur->used = mark;
             d_h = d_hl;
         }
         for (int j = lv->nres - 1; j >= 0; j--) {
@@ -1121,7 +1131,8 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
             Act *d_cat = resnet_block_bwd(m, r, d_h);
             int c_prev = up_prev_channels(m, i, j), c_skip = r->cin - c_prev;
             size_t rows = (size_t)B * Hl * Wl;
-            Act *d_prev = act(m, rows * c_prev), *d_skip = act(m, rows * c_skip);
+            // the skip's gradient is kept until the down path adds it; the main path's goes to a hold buffer
+            Act *d_prev = other_hold(m, d_cat), *d_skip = act(m, rows * c_skip);
             op_concat_bwd(m, d_prev, d_skip, d_cat, (int)rows, c_prev, c_skip);
             // this resnet consumed skip index (number of skips consumed before it in forward)
             int forward_order = 0;
@@ -1147,7 +1158,7 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
         if (lv->has_sample) {
             Conv2dShape s = conv_shape(&lv->sample_conv, B, Hl, Wl);
             add_into(m, d_h, d_skips[k--], (size_t)B * conv2d_out_h(&s) * conv2d_out_w(&s) * lv->sample_conv.cout);
-            Act *d_in = act(m, (size_t)B * Hl * Wl * lv->sample_conv.cin);
+            Act *d_in = other_hold(m, d_h);  // [B, Hl, Wl, cin]
             conv_bwd(m, &lv->sample_conv, d_in, d_h, m->skips[k], B, Hl, Wl);  // its input: the level's last output
             d_h = d_in;
         }
