@@ -708,17 +708,25 @@ static Conv2dShape conv_shape(const Conv *c, int B, int H, int W) {
     return (Conv2dShape){B, H, W, c->cin, c->cout, c->k, c->k, c->stride, c->pad};
 }
 
-static void conv_fwd(UNet *m, const Conv *c, Act *out, const Act *in, int B, int H, int W) {
+// bias: the conv's own, or NULL when the caller adds it elsewhere (resnet conv1: folded into the time embedding)
+static void conv_fwd_bias(UNet *m, const Conv *c, const float *bias, Act *out, const Act *in, int B, int H, int W) {
     Conv2dShape s = conv_shape(c, B, H, W);
-    if (m->bf16) m->be->conv2d_forward_bf16(m->be, &s, H16(out), CH16(in), W16(c->w), P(c->b));
-    else m->be->conv2d_forward(m->be, &s, out, in, P(c->w), P(c->b));
+    if (m->bf16) m->be->conv2d_forward_bf16(m->be, &s, H16(out), CH16(in), W16(c->w), bias);
+    else m->be->conv2d_forward(m->be, &s, out, in, P(c->w), bias);
+}
+static void conv_fwd(UNet *m, const Conv *c, Act *out, const Act *in, int B, int H, int W) {
+    conv_fwd_bias(m, c, P(c->b), out, in, B, H, W);
 }
 
-static void conv_bwd(UNet *m, const Conv *c, Act *d_in, const Act *d_out, const Act *in, int B, int H, int W) {
+static void conv_bwd_bias(UNet *m, const Conv *c, float *d_bias, Act *d_in, const Act *d_out, const Act *in, int B,
+                          int H, int W) {
     Conv2dShape s = conv_shape(c, B, H, W);
     if (m->bf16)
-        m->be->conv2d_backward_bf16(m->be, &s, H16(d_in), G(c->w), G(c->b), CH16(d_out), CH16(in), W16(c->w));
-    else m->be->conv2d_backward(m->be, &s, d_in, G(c->w), G(c->b), d_out, in, P(c->w));
+        m->be->conv2d_backward_bf16(m->be, &s, H16(d_in), G(c->w), d_bias, CH16(d_out), CH16(in), W16(c->w));
+    else m->be->conv2d_backward(m->be, &s, d_in, G(c->w), d_bias, d_out, in, P(c->w));
+}
+static void conv_bwd(UNet *m, const Conv *c, Act *d_in, const Act *d_out, const Act *in, int B, int H, int W) {
+    conv_bwd_bias(m, c, G(c->b), d_in, d_out, in, B, H, W);
 }
 
 // ---- resnet -------------------------------------------------------------------------------------------
@@ -731,10 +739,13 @@ static void resnet_fwd(UNet *m, Resnet *r, Act *out, const Act *x, int B, int H,
     r->mean1 = f32(m, (size_t)B * r->norm1.G), r->rstd1 = f32(m, (size_t)B * r->norm1.G);
     r->a1 = act(m, n_in);
     op_gn_silu_fwd(m, &r->norm1, r->a1, r->mean1, r->rstd1, x, B, HW);                 // [B, HW, cin]
+    // h2 = conv1(a1) + conv1.bias + temb_proj(emb): the conv's bias joins the [B, cout] time projection, so the
+    // feature map takes one broadcast pass instead of two
     r->h2 = act(m, n_out);
-    conv_fwd(m, &r->conv1, r->h2, r->a1, B, H, W);                                     // [B, HW, cout]
+    conv_fwd_bias(m, &r->conv1, NULL, r->h2, r->a1, B, H, W);                          // [B, HW, cout]
     float *tproj = f32(m, (size_t)B * r->cout);
     temb_lin_fwd(m, &r->temb, tproj, m->emb_act, B);                                   // [B, cout]
+    m->be->add_broadcast_forward(m->be, tproj, tproj, P(r->conv1.b), 1, B, r->cout);   // + conv1.bias
     op_bcast_fwd(m, r->h2, r->h2, tproj, B, HW, r->cout);
     r->mean2 = f32(m, (size_t)B * r->norm2.G), r->rstd2 = f32(m, (size_t)B * r->norm2.G);
     r->a2 = act(m, n_out);
@@ -761,10 +772,11 @@ static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
     float *d_tproj = f32(m, (size_t)B * r->cout), *d_emb = f32(m, (size_t)B * m->cfg.time_embed_dim);
     be->zero(be, d_tproj, (size_t)B * r->cout * sizeof(float));
     op_bcast_bwd(m, d_tproj, d_h2, B, HW, r->cout);
+    if (G(r->conv1.b)) be->add_broadcast_backward(be, G(r->conv1.b), d_tproj, 1, B, r->cout);  // Σ_b d_tproj
     temb_lin_bwd(m, &r->temb, d_emb, d_tproj, m->emb_act, B);
     be->axpby(be, m->d_emb_act, 1.0f, m->d_emb_act, 1.0f, d_emb, (size_t)B * m->cfg.time_embed_dim);
     Act *d_a1 = act(m, n_in);
-    conv_bwd(m, &r->conv1, d_a1, d_h2, r->a1, B, H, W);
+    conv_bwd_bias(m, &r->conv1, NULL, d_a1, d_h2, r->a1, B, H, W);  // its bias gradient: from d_tproj above
     Act *d_x = act(m, n_in);
     op_gn_silu_bwd(m, &r->norm1, d_x, d_a1, r->x, r->mean1, r->rstd1, B, HW);
     if (r->has_shortcut) {
