@@ -128,6 +128,10 @@ static void run_linear_bf16(Backend *be, void *p) {
     Args *x = p;
     be->linear_forward_bf16(be, x->hc, x->ha, x->hb, NULL, x->M, x->K, x->N);
 }
+static void run_linear_bf16_bias(Backend *be, void *p) {  // the bias in the GEMM's epilogue on CUDA (linear.cu)
+    Args *x = p;
+    be->linear_forward_bf16(be, x->hc, x->ha, x->hb, x->d, x->M, x->K, x->N);
+}
 static void run_attn_fwd(Backend *be, void *p) { Args *x = p; be->attention_forward(be, &x->attn, x->d, x->e, x->a, x->b, x->c, 0.125f); }
 static void run_attn_bwd(Backend *be, void *p) {
     Args *x = p;
@@ -328,6 +332,7 @@ static void bench_suite(Bench *b, const Preset *p) {
         be->cast_f32_to_bf16(be, x.ha, x.a, (size_t)M * C);
         be->cast_f32_to_bf16(be, x.hb, x.b, (size_t)x.N * C);
         record(b, "linear_bf16.fwd", shape, run_linear_bf16, &x, flops, 0);
+        record(b, "linear_bf16_bias.fwd", shape, run_linear_bf16_bias, &x, flops, 0);
         pool_release(&pool);
     }
 

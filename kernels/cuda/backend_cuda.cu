@@ -72,6 +72,7 @@ static void cuda_destroy(Backend *be) {
     if (st->workspace) CUDA_CHECK(cudaFree(st->workspace));
     CUDNN_CHECK(cudnnDestroy(st->cudnn));
     CUBLAS_CHECK(cublasDestroy(st->cublas));
+    CUBLAS_CHECK(cublasLtDestroy(st->cublaslt));
     CUDA_CHECK(cudaStreamDestroy(st->stream));
     free(st);
     free(be);
@@ -108,6 +109,7 @@ extern "C" Backend *backend_cuda_create(int device) {
     CUBLAS_CHECK(cublasSetStream(st->cublas, st->stream));
     // fp32 GEMMs stay true fp32 (no TF32) so the CUDA backend is a parity backend; bf16 has its own path.
     CUBLAS_CHECK(cublasSetMathMode(st->cublas, CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasLtCreate(&st->cublaslt));
     CUDNN_CHECK(cudnnCreate(&st->cudnn));
     CUDNN_CHECK(cudnnSetStream(st->cudnn, st->stream));
     be->kind = DEV_CUDA;

@@ -3,6 +3,7 @@
 #ifndef DIFFURL_CUDA_COMMON_CUH
 #define DIFFURL_CUDA_COMMON_CUH
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -58,6 +59,7 @@ typedef struct {
     int device;
     cudaStream_t stream;
     cublasHandle_t cublas;
+    cublasLtHandle_t cublaslt;  // the bf16 linear forward with its bias in the GEMM epilogue (linear.cu)
     cudnnHandle_t cudnn;
     cudaDeviceProp props;
     void *workspace;  // scratch shared by ops on this stream (cuDNN, attention scores, reduction partials)

@@ -8,7 +8,18 @@
 //             any gradient pointer may be NULL (skipped); in/weight are only read for the gradients that
 //             need them, so a bias-only call may pass NULL for them (conv2d.cu uses this).
 //   bf16:     out [M, N] (bf16) = in [M, K] (bf16) · weight [N, K]ᵀ (bf16) + bias [N] (fp32), fp32
-//             accumulation; the GEMM result stays fp32 until the bias is added, so there is one rounding.
+//             accumulation and one rounding to bf16, by one of three paths (the first that applies):
+//               no bias     cublasGemmEx with a bf16 result: cuBLAS rounds the fp32 accumulators once;
+//               bias, Lt    cublasLtMatmul with the bias in its epilogue (CUBLASLT_EPILOGUE_BIAS, fp32 compute):
+//                           the bias is added to the fp32 accumulators before the one rounding; the output is
+//                           written once, 2 bytes per value. The bias vector is fp32 where cuBLASLt takes that;
+//                           else (its documented rule: the bias in the output's type) the bias rounded to bf16,
+//                           at most half a bf16 step of the bias away from the reference;
+//               fallback    (cuBLASLt offers no algorithm for the shape, alignment or fp32 bias; or
+//                           DIFFURL_CUDA_LINEAR=gemmex) cublasGemmEx into an fp32 workspace, then a kernel adds
+//                           the bias and rounds: the same numbers, 8 more bytes of traffic per output value.
+//             Lt algorithms are chosen once per (shape, operand alignments) by cuBLASLt's heuristic, restricted to
+//             no split-K reduction (deterministic; no reduced-precision partial sums).
 //   bf16 backward (LinearBackwardBf16Fn; d_out, in, weight, d_in bf16; d_weight, d_bias fp32):
 //             d_in     [M, K] (bf16)  = d_out · weight      cublasGemmEx, bf16 A/B, CUBLAS_COMPUTE_32F, bf16 C,
 //                                                           beta 0: fp32 accumulation rounded to bf16 once
@@ -30,6 +41,8 @@
 // fp32 GEMMs run in true fp32: the handle's math mode is CUBLAS_DEFAULT_MATH (set in backend_cuda.cu), which
 // never uses TF32 for cublasSgemm. The d_bias column sums use a fixed-order two-stage reduction (no atomics),
 // so results are bit-identical run to run.
+#include <string.h>
+
 #include "cuda_common.cuh"
 
 #define COLSUM_TX 32         // columns per block (one warp wide: coalesced row reads)
@@ -158,14 +171,187 @@ extern "C" void cuda_linear_backward(Backend *be, float *d_in, float *d_weight, 
     if (d_bias) colsum_accumulate(be, d_bias, d_out, M, N);  // [N] += Σ_m d_out [m, :]
 }
 
+// C (m×n, ld m, bf16) = op_a(A) · B (k×n, ld k), A bf16 with ld k (op T: stored k×m) or ld m (op N: stored m×k),
+// fp32 accumulation rounded to bf16 once. By default cuBLAS may reduce split-K partials in the output type, so
+// for this call reductions are forced to stay fp32 (the handle's math mode is restored after).
+static void gemm_bf16_result(CudaState *st, cublasOperation_t op_a, int m, int n, int k, const void *A, const void *B,
+                             void *C) {
+    const float one = 1.0f, zero = 0.0f;
+    cublasMath_t mode;
+    CUBLAS_CHECK(cublasGetMathMode(st->cublas, &mode));
+    const cublasMath_t fp32_reductions = (cublasMath_t)(mode | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+    CUBLAS_CHECK(cublasSetMathMode(st->cublas, fp32_reductions));
+    const int lda = op_a == CUBLAS_OP_T ? k : m;
+    CUBLAS_CHECK(cublasGemmEx(st->cublas, op_a, CUBLAS_OP_N, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, k,
+                              &zero, C, CUDA_R_16BF, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasSetMathMode(st->cublas, mode));
+}
+
+// ---- bf16 forward: the bias in cuBLASLt's epilogue ------------------------------------------------------
+//
+// A plan per (device, M, K, N, operand alignments): the matmul descriptor (fp32 compute and scale; weight op T;
+// BIAS epilogue), the three layouts and the heuristic's first algorithm among those without split-K reduction,
+// within LT_MAX_WORKSPACE. The bias is offered as fp32 first; cuBLASLt documents the bias in D's type (bf16), so
+// when it has no fp32-bias algorithm the plan takes a bf16 bias (bias_bf16: each call rounds the fp32 bias into
+// the workspace first, so the result is at most half a bf16 step of the bias from the single-rounding reference).
+// ok = false records that cuBLASLt offered neither, so the fallback runs without asking again. Cached in a small
+// static table like conv2d.cu's plans (one host thread drives a backend).
+#define LT_PLAN_SLOTS 64
+#define LT_MAX_WORKSPACE ((size_t)32 << 20)
+
+typedef struct {
+    bool used, ok, bias_bf16;
+    int device, M, K, N;
+    int align[4];  // bytes: weight, in, out, bias (the promises the algorithm was chosen under)
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;  // weight (K×N, ld K, op T), inᵀ (K×M, ld K), outᵀ (N×M, ld N)
+    cublasLtMatmulAlgo_t algo;
+    size_t ws;
+} LtPlan;
+
+static LtPlan lt_plans[LT_PLAN_SLOTS];
+static int lt_next_evict;
+
+// The largest power of two <= 16 that divides the address (cuBLASLt's alignment classes).
+static int ptr_alignment(const void *p) {
+    const uintptr_t a = (uintptr_t)p;
+    int align = 16;
+    while (align > 1 && (a % (uintptr_t)align) != 0) align /= 2;
+    return align;
+}
+
+static void lt_plan_release(LtPlan *p) {
+    if (p->desc) CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+    if (p->a) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
+    if (p->b) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->b));
+    if (p->d) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->d));
+    memset(p, 0, sizeof *p);
+}
+
+// Asks the heuristic for an algorithm with the bias as `bias_type` at `bias` (only its alignment is read);
+// true (and p->algo, p->ws set) when there is one. NOT_SUPPORTED is an answer, not an error.
+static bool lt_find_algo(CudaState *st, LtPlan *p, cublasLtMatmulPreference_t pref, const void *bias,
+                         cudaDataType_t bias_type) {
+    const int32_t type = bias_type;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    cublasLtMatmulHeuristicResult_t result;
+    int found = 0;
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(st->cublaslt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
+                                                             &result, &found);
+    if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED)
+        DF_FATAL("cuBLASLt heuristic for the bf16 linear [%d, %d] x [%d, %d]^T failed: %s (%d)", p->M, p->K, p->N, p->K,
+                 cublasGetStatusName(hs), (int)hs);
+    if (hs != CUBLAS_STATUS_SUCCESS || found < 1 || result.state != CUBLAS_STATUS_SUCCESS) return false;
+    p->algo = result.algo, p->ws = result.workspaceSize;
+    return true;
+}
+
+// The plan for this call (building it on first use). The returned pointer is valid until the next lt_plan_get.
+static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, const void *out, const float *bias,
+                           int M, int K, int N) {
+    CudaState *st = cuda_state(be);
+    const int align[4] = {ptr_alignment(weight), ptr_alignment(in), ptr_alignment(out), ptr_alignment(bias)};
+    for (int i = 0; i < LT_PLAN_SLOTS; i++) {
+        LtPlan *p = &lt_plans[i];
+        if (p->used && p->device == st->device && p->M == M && p->K == K && p->N == N &&
+            memcmp(p->align, align, sizeof align) == 0)
+            return p;
+    }
+    LtPlan *p = NULL;
+    for (int i = 0; i < LT_PLAN_SLOTS && !p; i++)
+        if (!lt_plans[i].used) p = &lt_plans[i];
+    if (!p) {  // table full: evict round-robin
+        p = &lt_plans[lt_next_evict];
+        lt_next_evict = (lt_next_evict + 1) % LT_PLAN_SLOTS;
+        CUDA_CHECK(cudaStreamSynchronize(st->stream));  // nothing queued may still use its descriptors
+        lt_plan_release(p);
+    }
+    p->used = true;
+    p->device = st->device, p->M = M, p->K = K, p->N = N;
+    memcpy(p->align, align, sizeof align);
+
+    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_16BF, (uint64_t)N, (uint64_t)M, N));
+
+    cublasLtMatmulPreference_t pref;
+    const uint64_t max_ws = LT_MAX_WORKSPACE;
+    const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
+    const uint32_t al_a = (uint32_t)align[0], al_b = (uint32_t)align[1], al_d = (uint32_t)align[2];
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws,
+                                                      sizeof max_ws));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction,
+                                                      sizeof reduction));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                      sizeof al_a));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                      sizeof al_b));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                                      sizeof al_d));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                                      sizeof al_d));
+    // bf16 bias: it will sit at a 256-byte boundary of the workspace, so any 16-byte-aligned address stands in
+    alignas(16) static const uint16_t aligned_probe[8] = {0};
+    p->ok = lt_find_algo(st, p, pref, bias, CUDA_R_32F);
+    if (!p->ok) p->ok = p->bias_bf16 = lt_find_algo(st, p, pref, aligned_probe, CUDA_R_16BF);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    return p;
+}
+
+// DIFFURL_CUDA_LINEAR: "auto" (default) uses the Lt path where it applies; "gemmex" forces the fallback (for
+// A/B timing). Read once per process, at the first bf16 forward with a bias.
+static bool lt_bias_from_env(void) {
+    const char *v = getenv("DIFFURL_CUDA_LINEAR");
+    if (!v || !v[0] || strcmp(v, "auto") == 0) return true;
+    if (strcmp(v, "gemmex") == 0) return false;
+    DF_FATAL("DIFFURL_CUDA_LINEAR=\"%s\" is not a linear path\n  hint: use \"auto\" (the default: the bias in "
+             "cuBLASLt's epilogue where it applies) or \"gemmex\" (cublasGemmEx into fp32, then a bias kernel)", v);
+}
+
 extern "C" void cuda_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
                                          const float *bias, int M, int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward_bf16: negative dimension");
     if (M == 0 || N == 0) return;
     CudaState *st = cuda_state(be);
+    const float one = 1.0f, zero = 0.0f;
+    if (K > 0 && !bias) {  // out (bf16) straight from the GEMM (the mapping of cuda_linear_forward)
+        gemm_bf16_result(st, CUBLAS_OP_T, N, M, K, weight, in, out);
+        return;
+    }
+    static const bool lt_enabled = lt_bias_from_env();  // thread-safe one-time initialisation (C++11)
+    if (K > 0 && lt_enabled) {
+        LtPlan *p = lt_plan_get(be, weight, in, out, bias, M, K, N);
+        if (p->ok) {
+            // one workspace request: cuBLASLt's [ws, rounded up to 256 bytes] | the bf16 bias [N] (bias_bf16)
+            const size_t ws_round = (p->ws + 255) / 256 * 256;
+            const size_t ws_total = ws_round + (p->bias_bf16 ? 2 * (size_t)N : 0);
+            char *base = ws_total ? (char *)cuda_workspace(be, ws_total) : NULL;
+            void *ws = p->ws ? base : NULL;
+            const void *bias_arg = bias;
+            if (p->bias_bf16) {
+                uint16_t *bias16 = (uint16_t *)(base + ws_round);
+                cuda_cast_f32_to_bf16(be, bias16, bias, (size_t)N);
+                bias_arg = bias16;
+            }
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_arg,
+                                                        sizeof bias_arg));
+            // outᵀ (N×M, ld N) = weight (op T of the K×N buffer) · inᵀ (K×M) + bias per row of outᵀ (= per output
+            // feature); C is D with beta 0, so it is not read
+            CUBLAS_CHECK(cublasLtMatmul(st->cublaslt, p->desc, &one, weight, p->a, in, p->b, &zero, out, p->d, out,
+                                        p->d, &p->algo, ws, p->ws, st->stream));
+            return;
+        }
+    }
     const size_t total = (size_t)M * N;
     float *acc = (float *)cuda_workspace(be, total * sizeof(float));  // [M, N] fp32 GEMM result
-    const float one = 1.0f, zero = 0.0f;
     // Same mapping as cuda_linear_forward: accᵀ (N×M, ld N) = weight (N×K, op T of the K×N buffer, ld K) ·
     // inᵀ (K×M, ld K). bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F, no reduced-precision reductions)
     // and an fp32 result, so the bias add below happens before the only rounding to bf16.
@@ -182,23 +368,15 @@ extern "C" void cuda_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_
                                           int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_backward_bf16: negative dimension");
     CudaState *st = cuda_state(be);
-    const float one = 1.0f, zero = 0.0f;  // fp32 scaling factors: the compute type is fp32
+    const float one = 1.0f;  // fp32 scaling factor: the compute type is fp32
     if (d_in && M > 0 && K > 0) {
         if (N == 0) {
             CUDA_CHECK(cudaMemsetAsync(d_in, 0, (size_t)M * K * sizeof(uint16_t), st->stream));  // bf16 +0 is 0x0000
         } else {
             // d_in [M,K] = d_out [M,N] · weight [N,K]; the mapping of cuda_linear_backward: d_inᵀ (K×M, ld K) =
             // weightᵀ (K×N: the weight buffer read as K×N with ld K, op N) · d_outᵀ (N×M: the d_out buffer read as
-            // N×M with ld N, op N). bf16 output: by default cuBLAS may reduce split-K partials in the output type,
-            // so for this call reductions are forced to stay fp32 (the handle's math mode is restored after).
-            cublasMath_t mode;
-            CUBLAS_CHECK(cublasGetMathMode(st->cublas, &mode));
-            CUBLAS_CHECK(cublasSetMathMode(st->cublas,
-                                           (cublasMath_t)(mode | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
-            CUBLAS_CHECK(cublasGemmEx(st->cublas, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, &one, weight, CUDA_R_16BF, K,
-                                      d_out, CUDA_R_16BF, N, &zero, d_in, CUDA_R_16BF, K, CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
-            CUBLAS_CHECK(cublasSetMathMode(st->cublas, mode));
+            // N×M with ld N, op N).
+            gemm_bf16_result(st, CUBLAS_OP_N, K, M, N, weight, d_out, d_in);
         }
     }
     if (d_weight && N > 0 && K > 0 && M > 0) {

@@ -4,6 +4,11 @@
 //     padded leading dimensions and batch gaps (which must stay untouched), beta = 0 onto NaN and beta ≠ 0, against
 //     OpenBLAS cblas_sgemm (column-major; on the bf16-rounded inputs for bf16); TF32 math and the reduced-precision
 //     bf16 reduction must be visible; argument errors give the documented statuses.
+//   cuBLASLt: the bf16 GEMM with the bias in the epilogue as linear.cu runs it (T, N; fp32 bias) for several
+//     shapes, all four transposes, no epilogue, the bias in D's type, fp32 throughout, bf16 → fp32 D, C apart or
+//     C == D, algo NULL, against a double-precision reference rounded once (bf16 D: exactly equal); the split-K
+//     bf16 reduction a permissive REDUCTION_SCHEME_MASK allows must be visible; the statuses (dimensions, leading
+//     dimensions, types, bias pointer, workspace, alignment promises, attribute sizes).
 //   cuDNN: forward, backward data, backward filter in NHWC with KRSC filters (1×1 and 3×3, pad 0/1, stride 1/2,
 //     alpha/beta) against diffurl's CPU conv op; also NCHW/KCRS, CUDNN_CONVOLUTION (flipped filter), bf16 data,
 //     TF32 under default math, the heuristics' algorithms and determinism flags, non-deterministic algorithms
@@ -17,6 +22,7 @@
 #include <random>
 #include <vector>
 
+#include "cublasLt.h"
 #include "cublas_v2.h"
 #include "cudnn.h"
 extern "C" {
@@ -234,6 +240,286 @@ static void test_cublas() {
         check(e.got == e.want, "cuBLAS %s -> %s (want %s)", e.what, cublasGetStatusName(e.got), cublasGetStatusName(e.want));
     check(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS && cublasDestroy(nullptr) == CUBLAS_STATUS_NOT_INITIALIZED,
           "cublasDestroy; NULL -> NOT_INITIALIZED");
+}
+
+// ---- cuBLASLt ----------------------------------------------------------------------------------------------
+// x rounded to bf16 (nearest, ties to even) straight from double: 8 significant bits (no float in between).
+static float bf16_rne(double x) {
+    if (x == 0 || std::isnan(x)) return (float)x;
+    int e;
+    const double f = std::frexp(x, &e);
+    return (float)std::ldexp(std::nearbyint(std::ldexp(f, 8)), e - 8);
+}
+template <class V>
+static cublasStatus_t lt_set(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, V v) {
+    return cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof v);
+}
+template <class V>
+static cublasStatus_t lt_set(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr, V v) {
+    return cublasLtMatmulPreferenceSetAttribute(p, attr, &v, sizeof v);
+}
+static void lt_layout(cublasLtMatrixLayout_t *L, bool bf16, int rows, int cols, int ld) {
+    if (*L) cublasLtMatrixLayoutDestroy(*L);
+    cublasLtMatrixLayoutCreate(L, bf16 ? CUDA_R_16BF : CUDA_R_32F, rows, cols, ld);
+}
+// One matmul's descriptors: D (m×n) = op(A)·op(B) [+ beta·C] [+ bias]; A, B of one type, C, D of one type.
+struct LtDescs {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
+    LtDescs(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, bool bf16_ab, bool bf16_d, int lda,
+            int ldb, int ldc, int ldd, cublasComputeType_t ct = CUBLAS_COMPUTE_32F) {
+        cublasLtMatmulDescCreate(&desc, ct, CUDA_R_32F);
+        lt_set(desc, CUBLASLT_MATMUL_DESC_TRANSA, (int32_t)ta);
+        lt_set(desc, CUBLASLT_MATMUL_DESC_TRANSB, (int32_t)tb);
+        lt_layout(&a, bf16_ab, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda);
+        lt_layout(&b, bf16_ab, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb);
+        lt_layout(&c, bf16_d, m, n, ldc);
+        lt_layout(&d, bf16_d, m, n, ldd);
+    }
+    LtDescs(const LtDescs &) = delete;
+    ~LtDescs() {
+        cublasLtMatmulDescDestroy(desc);
+        for (auto L : {a, b, c, d}) cublasLtMatrixLayoutDestroy(L);
+    }
+    void bias(const void *p, int type) {  // type -1: leave BIAS_DATA_TYPE at its default (D's type)
+        lt_set(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, (uint32_t)CUBLASLT_EPILOGUE_BIAS);
+        lt_set(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, p);
+        if (type != -1) lt_set(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, (int32_t)type);
+    }
+};
+struct LtPref {
+    cublasLtMatmulPreference_t p = nullptr;
+    LtPref(uint64_t max_ws, uint32_t mask, uint32_t align_ab, uint32_t align_cd = 16) {
+        cublasLtMatmulPreferenceCreate(&p);
+        lt_set(p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, max_ws);
+        lt_set(p, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, mask);
+        for (int i = 0; i < 4; i++)
+            lt_set(p, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i), i < 2 ? align_ab : align_cd);
+    }
+    LtPref(const LtPref &) = delete;
+    ~LtPref() { cublasLtMatmulPreferenceDestroy(p); }
+};
+// The heuristic's first algorithm; a failed query must return no algorithm (else INTERNAL_ERROR here).
+static cublasStatus_t lt_heuristic(cublasLtHandle_t h, const LtDescs &L, const LtPref &P,
+                                   cublasLtMatmulHeuristicResult_t *r, int n_req = 1) {
+    int count = -1;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, L.desc, L.a, L.b, L.c, L.d, P.p, n_req, r, &count);
+    if (st == CUBLAS_STATUS_SUCCESS) return count == 1 && r->state == CUBLAS_STATUS_SUCCESS ? st : CUBLAS_STATUS_INTERNAL_ERROR;
+    return count == 0 || n_req <= 0 ? st : CUBLAS_STATUS_INTERNAL_ERROR;
+}
+
+enum LtBias { LT_NO_BIAS, LT_BIAS_D_TYPE, LT_BIAS_FP32 };
+struct LtRun {
+    Vec got;
+    int differ;  // elements of D off the once-rounded reference
+    size_t workspace;
+};
+// One cublasLtMatmul (D with padded ld, C separate with its own ld, or C == D) against the double-precision
+// reference alpha·op(A)·op(B) + beta·C + bias rounded once to D's type: bf16 D must match it exactly (every
+// intermediate is exact in double here), fp32 D within 1e-6; D's padding keeps its bits. mask/max_ws: the
+// preference's REDUCTION_SCHEME_MASK and MAX_WORKSPACE_BYTES; implicit: algo NULL.
+static LtRun lt_case(cublasLtHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, bool bf16_ab,
+                     bool bf16_d, LtBias bias, float alpha, float beta, bool in_place = false,
+                     uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE, uint64_t max_ws = 32 << 20, bool implicit = false) {
+    const int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+    const int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+    const int lda = ar + 3, ldb = br + 5, ldd = m + 2, ldc = in_place ? ldd : m + 1;
+    const bool bias_bf16 = bias == LT_BIAS_D_TYPE && bf16_d;
+    Vec A = random_vec((size_t)lda * ac), B = random_vec((size_t)ldb * bc), bv = random_vec(m);
+    Vec C0 = beta != 0 ? random_vec((size_t)ldc * n) : nan_vec((size_t)ldc * n), D0 = random_vec((size_t)ldd * n);
+    if (bf16_ab) A = bf16_rounded(A), B = bf16_rounded(B);
+    if (bf16_d) C0 = bf16_rounded(C0), D0 = bf16_rounded(D0);
+    if (bias_bf16) bv = bf16_rounded(bv);
+    if (in_place) D0 = C0;
+    Dev dA(A, bf16_ab), dB(B, bf16_ab), dC(C0, bf16_d), dD(D0, bf16_d), dbias(bv, bias_bf16);
+    void *D = in_place ? dC.p : dD.p;
+    LtDescs L(ta, tb, m, n, k, bf16_ab, bf16_d, lda, ldb, ldc, ldd);
+    if (bias != LT_NO_BIAS) L.bias(dbias.p, bias == LT_BIAS_FP32 ? CUDA_R_32F : -1);
+    LtPref P(max_ws, mask, 16);
+    cublasLtMatmulHeuristicResult_t r;
+    cublasStatus_t st = lt_heuristic(h, L, P, &r);
+    void *ws = nullptr;
+    if (st == CUBLAS_STATUS_SUCCESS && r.workspaceSize) cudaMalloc(&ws, r.workspaceSize);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(h, L.desc, &alpha, dA.p, L.a, dB.p, L.b, &beta, dC.p, L.c, D, L.d,
+                            implicit ? nullptr : &r.algo, ws, ws ? r.workspaceSize : 0, nullptr);
+    cudaFree(ws);
+    const Vec got = in_place ? dC.get() : dD.get();
+    Vec ref = D0;
+    std::vector<bool> inside(ref.size(), false);
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int l = 0; l < k; l++)
+                s += (double)A[ta == CUBLAS_OP_N ? i + (size_t)l * lda : l + (size_t)i * lda] *
+                     B[tb == CUBLAS_OP_N ? l + (size_t)j * ldb : j + (size_t)l * ldb];
+            const double v = alpha * s + (beta != 0 ? (double)beta * C0[i + (size_t)j * ldc] : 0.0) +
+                             (bias != LT_NO_BIAS ? bv[i] : 0.0);
+            ref[i + (size_t)j * ldd] = bf16_d ? bf16_rne(v) : (float)v;
+            inside[i + (size_t)j * ldd] = true;
+        }
+    int differ = 0;
+    bool untouched = true;
+    for (size_t i = 0; i < ref.size(); i++)
+        if (inside[i]) differ += !(got[i] == ref[i]);
+        else untouched &= !memcmp(&got[i], &D0[i], 4);
+    const double e = rel_err(got, ref, &inside);
+    const bool split = mask & (CUBLASLT_REDUCTION_SCHEME_INPLACE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+    const bool close = split ? e <= 1e-2 : bf16_d ? differ == 0 : e <= 1e-6;
+    check(st == CUBLAS_STATUS_SUCCESS && close && untouched,
+          "cuBLASLt %s %s m=%d n=%d k=%d %s->%s bias %s alpha=%g beta=%g%s%s%s: %d of %d elements off the "
+          "once-rounded reference (rel err %.2e), padding %s", op_name(ta), op_name(tb), m, n, k,
+          bf16_ab ? "bf16" : "fp32", bf16_d ? "bf16" : "fp32",
+          bias == LT_NO_BIAS ? "none" : bias == LT_BIAS_FP32 || !bf16_d ? "fp32" : "bf16 (D's type)", alpha, beta,
+          in_place ? " C == D" : "", split ? " (split-K reduction permitted)" : "", implicit ? " (algo NULL)" : "",
+          differ, m * n, e, untouched ? "untouched" : "WRITTEN");
+    return {got, differ, st == CUBLAS_STATUS_SUCCESS ? r.workspaceSize : 0};
+}
+
+static void test_cublaslt() {
+    cublasLtHandle_t h;
+    check(cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS, "cublasLtCreate");
+    const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    // linear.cu's bf16 forward: outᵀ (N×M, ld N) = weight (K×N, ld K, op T) · inᵀ (K×M, ld K) + bias (fp32).
+    const int shapes[][3] = {{37, 53, 29}, {8, 320, 64}, {3, 7, 5}, {64, 96, 40}};  // M, K, N
+    for (auto &s : shapes) lt_case(h, T, N, s[2], s[0], s[1], true, true, LT_BIAS_FP32, 1.0f, 0.0f);
+    for (cublasOperation_t ta : {N, T})
+        for (cublasOperation_t tb : {N, T}) {
+            lt_case(h, ta, tb, 33, 17, 41, true, true, LT_BIAS_FP32, 0.5f, 0.0f);
+            lt_case(h, ta, tb, 33, 17, 41, true, true, LT_NO_BIAS, 1.0f, 0.0f);
+            lt_case(h, ta, tb, 33, 17, 41, true, true, LT_BIAS_D_TYPE, 1.0f, 0.0f);
+            lt_case(h, ta, tb, 19, 23, 31, false, false, LT_BIAS_D_TYPE, 1.25f, -0.5f);  // fp32 throughout
+        }
+    lt_case(h, T, N, 29, 13, 47, true, false, LT_BIAS_D_TYPE, 1.0f, 0.75f);  // bf16 → fp32 D, fp32 bias, + C
+    lt_case(h, T, N, 29, 13, 47, true, true, LT_BIAS_FP32, 1.0f, -1.5f);     // bf16 C and D apart
+    lt_case(h, T, N, 29, 13, 47, true, true, LT_BIAS_FP32, 1.0f, 1.0f, true);  // in place: D += ...
+    lt_case(h, T, N, 29, 13, 47, true, true, LT_BIAS_FP32, 1.0f, 0.0f, true);  // in place, beta 0: NaN C not read
+    lt_case(h, T, N, 29, 13, 47, true, true, LT_BIAS_FP32, 1.0f, 0.0f, false, CUBLASLT_REDUCTION_SCHEME_NONE, 0, true);
+    // A reduction scheme in the output type, with the workspace for it: split-K partials rounded to bf16, visibly.
+    std::mt19937 saved = rng;
+    const LtRun once = lt_case(h, T, N, 45, 27, 200, true, true, LT_BIAS_FP32, 1.0f, 0.0f);
+    rng = saved;
+    const LtRun split = lt_case(h, T, N, 45, 27, 200, true, true, LT_BIAS_FP32, 1.0f, 0.0f, false,
+                                CUBLASLT_REDUCTION_SCHEME_MASK);
+    check(once.workspace == 0 && split.workspace == 4u * 45 * 27 && split.differ > 0,
+          "cuBLASLt REDUCTION_SCHEME_MASK admitting OUTPUT_TYPE: workspace %zu (want %d), %d of %d elements differ",
+          split.workspace, 4 * 45 * 27, split.differ, 45 * 27);
+    rng = saved;
+    const LtRun no_ws = lt_case(h, T, N, 45, 27, 200, true, true, LT_BIAS_FP32, 1.0f, 0.0f, false,
+                                CUBLASLT_REDUCTION_SCHEME_MASK, 0);  // no workspace allowed: no split
+    check(no_ws.workspace == 0 && no_ws.got == once.got, "cuBLASLt MAX_WORKSPACE_BYTES 0: no split-K, one rounding");
+
+    // Statuses: a valid problem (linear.cu's: T, N, bf16, fp32 bias), then one thing wrong at a time.
+    const int m = 8, n = 4, k = 16;
+    const float one = 1, zero = 0;
+    Dev dA(random_vec(k * m + 64), true), dB(random_vec(k * n + 64), true), dD(random_vec(m * n + 64), true),
+        dbias(random_vec(m + 64), false), dws(nan_vec(1024), false);
+    char *A = (char *)dA.p, *B = (char *)dB.p, *D = (char *)dD.p, *bias = (char *)dbias.p;
+    // D (= C, beta 0) from A and B (offset pointers allowed) with descriptors L, workspace dws of ws bytes.
+    auto mm = [&](const LtDescs &L, const cublasLtMatmulAlgo_t *algo, const char *a = nullptr, char *d = nullptr,
+                  size_t ws = 0) {
+        return cublasLtMatmul(h, L.desc, &one, a ? a : A, L.a, B, L.b, &zero, d ? d : D, L.c, d ? d : D, L.d, algo,
+                              ws ? dws.p : nullptr, ws, nullptr);
+    };
+    auto desc = [&](bool bf16_ab = true, bool bf16_d = true, int ldc_pad = 0, cublasComputeType_t ct = CUBLAS_COMPUTE_32F) {
+        return new LtDescs(T, N, m, n, k, bf16_ab, bf16_d, k, k, m + ldc_pad, m, ct);
+    };
+    LtDescs ok(T, N, m, n, k, true, true, k, k, m, m);
+    ok.bias(bias, CUDA_R_32F);
+    LtPref p16(0, CUBLASLT_REDUCTION_SCHEME_NONE, 16), p2(0, CUBLASLT_REDUCTION_SCHEME_NONE, 2, 2),
+        psplit(1 << 20, CUBLASLT_REDUCTION_SCHEME_MASK, 16);
+    cublasLtMatmulHeuristicResult_t r16, r2, rsplit, r4, rx;
+    const bool found = lt_heuristic(h, ok, p16, &r16) == CUBLAS_STATUS_SUCCESS &&
+                       lt_heuristic(h, ok, p2, &r2) == CUBLAS_STATUS_SUCCESS &&
+                       lt_heuristic(h, ok, psplit, &rsplit) == CUBLAS_STATUS_SUCCESS;
+    check(found && r16.workspaceSize == 0 && r2.workspaceSize == 0 && rsplit.workspaceSize == 4u * m * n,
+          "cuBLASLt heuristic: one algorithm each (workspace %zu, %zu, %zu; want 0, 0, %d)", r16.workspaceSize,
+          r2.workspaceSize, rsplit.workspaceSize, 4 * m * n);
+    check(mm(ok, &r16.algo) == CUBLAS_STATUS_SUCCESS && mm(ok, &r2.algo, A + 2, D + 2) == CUBLAS_STATUS_SUCCESS &&
+              mm(ok, nullptr, A + 2, D + 2) == CUBLAS_STATUS_SUCCESS &&
+              mm(ok, &rsplit.algo, nullptr, nullptr, rsplit.workspaceSize) == CUBLAS_STATUS_SUCCESS,
+          "cuBLASLt matmul: 16-byte aligned operands; 2-byte aligned ones under a 2-byte promise and under algo NULL; "
+          "split-K with its workspace");
+    // The bias pointer's alignment as the heuristic saw it is a promise too.
+    auto with_bias = [&](const void *b, const cublasLtMatmulAlgo_t *algo) {
+        ok.bias(b, CUDA_R_32F);
+        const cublasStatus_t st = mm(ok, algo);
+        ok.bias(bias, CUDA_R_32F);
+        return st;
+    };
+    LtDescs *bias4 = desc();
+    bias4->bias(bias + 4, CUDA_R_32F);
+    lt_heuristic(h, *bias4, p16, &r4);
+    // One defect each.
+    LtDescs *bad_a = desc(), *bad_b = desc(), *bad_c = desc(), *bad_ld = desc(), *ld_cd = desc(true, true, 1),
+            *no_bias = desc(), *mixed_ab = desc(), *f32_to_bf16 = desc(false, true), *c_f32 = desc(),
+            *bias_16bf = desc(false, false), *c64 = desc(true, true, 0, CUBLAS_COMPUTE_64F), *s64 = desc(),
+            *tf32_bf16 = desc(true, true, 0, CUBLAS_COMPUTE_32F_FAST_TF32), *bad_op = desc(), *bad_epi = desc();
+    for (LtDescs *L : {bad_a, bad_b, bad_c, bad_ld, ld_cd, mixed_ab, f32_to_bf16, c_f32, c64, s64, tf32_bf16})
+        L->bias(bias, CUDA_R_32F);
+    lt_layout(&bad_a->a, true, k + 1, m, k + 1);  // op(A) m×(k+1) against op(B) k×n
+    lt_layout(&bad_b->b, true, k, n + 1, k);      // op(B) k×(n+1) against D's n columns
+    lt_layout(&bad_c->c, true, m, n + 1, m);      // C m×(n+1)
+    lt_layout(&bad_ld->a, true, k, m, k - 1);     // lda < rows
+    lt_layout(&mixed_ab->a, false, k, m, k);      // fp32 A, bf16 B
+    lt_layout(&c_f32->c, false, m, n, m);         // fp32 C, bf16 D
+    no_bias->bias(nullptr, CUDA_R_32F);
+    bias_16bf->bias(bias, CUDA_R_16BF);          // bf16 bias, fp32 D
+    lt_set(s64->desc, CUBLASLT_MATMUL_DESC_SCALE_TYPE, (int32_t)CUDA_R_64F);
+    lt_set(bad_op->desc, CUBLASLT_MATMUL_DESC_TRANSA, (int32_t)5);
+    lt_set(bad_epi->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, (uint32_t)3);
+    cublasLtMatmulAlgo_t zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    const int64_t wide = 0;
+    const uint32_t narrow = 0;
+    int count;
+    struct { cublasStatus_t got, want; const char *what; } errs[] = {
+        {cublasLtMatmul(nullptr, ok.desc, &one, A, ok.a, B, ok.b, &zero, D, ok.c, D, ok.d, &r16.algo, nullptr, 0, nullptr), CUBLAS_STATUS_NOT_INITIALIZED, "matmul: NULL handle"},
+        {cublasLtMatmulAlgoGetHeuristic(nullptr, ok.desc, ok.a, ok.b, ok.c, ok.d, p16.p, 1, &rx, &count), CUBLAS_STATUS_NOT_INITIALIZED, "heuristic: NULL handle"},
+        {cublasLtMatmul(h, ok.desc, nullptr, A, ok.a, B, ok.b, &zero, D, ok.c, D, ok.d, &r16.algo, nullptr, 0, nullptr), CUBLAS_STATUS_INVALID_VALUE, "matmul: NULL alpha"},
+        {mm(*bad_a, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: op(A) m×(k+1), op(B) k×n"},
+        {lt_heuristic(h, *bad_a, p16, &rx), CUBLAS_STATUS_INVALID_VALUE, "heuristic: op(A) m×(k+1), op(B) k×n"},
+        {mm(*bad_b, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: op(B) with n+1 columns"},
+        {mm(*bad_c, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: C with n+1 columns"},
+        {lt_heuristic(h, *bad_c, p16, &rx), CUBLAS_STATUS_INVALID_VALUE, "heuristic: C with n+1 columns"},
+        {mm(*bad_ld, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: lda < rows"},
+        {lt_heuristic(h, *bad_ld, p16, &rx), CUBLAS_STATUS_INVALID_VALUE, "heuristic: lda < rows"},
+        {mm(*ld_cd, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: C == D with ldc != ldd"},
+        {mm(*no_bias, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: BIAS epilogue, NULL bias pointer"},
+        {mm(ok, &rsplit.algo, nullptr, nullptr, rsplit.workspaceSize - 1), CUBLAS_STATUS_INVALID_VALUE, "matmul: workspace one byte short of the algorithm's"},
+        {mm(ok, &rsplit.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: no workspace for a split-K algorithm"},
+        {mm(ok, &r16.algo, A + 2), CUBLAS_STATUS_INVALID_VALUE, "matmul: A 2-byte aligned under a 16-byte promise"},
+        {mm(ok, &r16.algo, nullptr, D + 8), CUBLAS_STATUS_INVALID_VALUE, "matmul: C/D 8-byte aligned under a 16-byte promise"},
+        {with_bias(bias + 4, &r16.algo), CUBLAS_STATUS_INVALID_VALUE, "matmul: bias 4-byte aligned, the heuristic saw it 16-byte aligned"},
+        {with_bias(bias + 4, &r4.algo), CUBLAS_STATUS_SUCCESS, "matmul: bias 4-byte aligned, as the heuristic saw it"},
+        {mm(ok, &zeroed), CUBLAS_STATUS_INVALID_VALUE, "matmul: an algorithm no heuristic made"},
+        {lt_heuristic(h, *mixed_ab, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: fp32 A, bf16 B"},
+        {mm(*mixed_ab, &r16.algo), CUBLAS_STATUS_NOT_SUPPORTED, "matmul: fp32 A, bf16 B"},
+        {lt_heuristic(h, *f32_to_bf16, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: fp32 A/B, bf16 D"},
+        {lt_heuristic(h, *c_f32, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: fp32 C, bf16 D"},
+        {mm(*c_f32, &r16.algo), CUBLAS_STATUS_NOT_SUPPORTED, "matmul: fp32 C, bf16 D"},
+        {lt_heuristic(h, *bias_16bf, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: bf16 bias, fp32 D"},
+        {lt_heuristic(h, *c64, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: bf16 with COMPUTE_64F"},
+        {lt_heuristic(h, *s64, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: scale type fp64"},
+        {lt_heuristic(h, *tf32_bf16, p16, &rx), CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: bf16 with FAST_TF32"},
+        {lt_heuristic(h, *bad_op, p16, &rx), CUBLAS_STATUS_INVALID_VALUE, "heuristic: TRANSA 5"},
+        {lt_heuristic(h, *bad_epi, p16, &rx), CUBLAS_STATUS_INVALID_VALUE, "heuristic: epilogue 3"},
+        {lt_heuristic(h, ok, p16, &rx, 0), CUBLAS_STATUS_INVALID_VALUE, "heuristic: requestedAlgoCount 0"},
+        {cublasLtMatmulDescSetAttribute(ok.desc, CUBLASLT_MATMUL_DESC_TRANSA, &wide, sizeof wide), CUBLAS_STATUS_INVALID_VALUE, "TRANSA from 8 bytes"},
+        {cublasLtMatmulDescSetAttribute(ok.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &narrow, sizeof narrow), CUBLAS_STATUS_INVALID_VALUE, "BIAS_POINTER from 4 bytes"},
+        {cublasLtMatmulDescSetAttribute(ok.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, nullptr, 4), CUBLAS_STATUS_INVALID_VALUE, "EPILOGUE from NULL"},
+        {cublasLtMatmulDescSetAttribute(ok.desc, (cublasLtMatmulDescAttributes_t)9, &narrow, sizeof narrow), CUBLAS_STATUS_INVALID_VALUE, "matmul descriptor attribute 9"},
+        {cublasLtMatmulPreferenceSetAttribute(p16.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &narrow, sizeof narrow), CUBLAS_STATUS_INVALID_VALUE, "MAX_WORKSPACE_BYTES from 4 bytes"},
+        {cublasLtMatmulPreferenceSetAttribute(p16.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &wide, sizeof wide), CUBLAS_STATUS_INVALID_VALUE, "MIN_ALIGNMENT_A_BYTES from 8 bytes"},
+        {cublasLtMatmulPreferenceSetAttribute(p16.p, (cublasLtMatmulPreferenceAttributes_t)2, &narrow, sizeof narrow), CUBLAS_STATUS_INVALID_VALUE, "preference attribute 2"},
+        {cublasLtDestroy(nullptr), CUBLAS_STATUS_NOT_INITIALIZED, "cublasLtDestroy(NULL)"},
+    };
+    for (auto &e : errs)
+        check(e.got == e.want, "cuBLASLt %s -> %s (want %s)", e.what, cublasLtGetStatusName(e.got), cublasLtGetStatusName(e.want));
+    for (LtDescs *L : {bias4, bad_a, bad_b, bad_c, bad_ld, ld_cd, no_bias, mixed_ab, f32_to_bf16, c_f32, bias_16bf, c64, s64,
+                       tf32_bf16, bad_op, bad_epi})
+        delete L;
+    check(cublasLtDestroy(h) == CUBLAS_STATUS_SUCCESS, "cublasLtDestroy");
 }
 
 // ---- cuDNN -------------------------------------------------------------------------------------------------
@@ -467,6 +753,7 @@ static void test_cudnn() {
 
 int main() {
     test_cublas();
+    test_cublaslt();
     test_cudnn();
     printf("%d checks, %d failed\n", n_checks, n_failed);
     return n_failed ? 1 : 0;
