@@ -94,6 +94,9 @@ if [ $quick -eq 0 ]; then
   log "bf16 linear forward with its bias through the fallback (cublasGemmEx into fp32 + a bias kernel)"
   DIFFURL_CUDA_LINEAR=gemmex ./build-gpu/diffurl bench ops --device cuda --filter linear_bf16 \
       >"$OUT/bench_linear_gemmex.txt" 2>&1 || bench_rc=$?
+  log "bf16 conv backward with 256 MiB im2col chunks (the default is half the L2)"
+  DIFFURL_CONV_COL_MB=256 ./build-gpu/diffurl bench ops --device cuda --filter conv \
+      >"$OUT/bench_conv_col256.txt" 2>&1 || bench_rc=$?
   log "UNet and sampling benchmarks (cuda, SD-1.5 config, fp32)"
   ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 2 --res 64 --device cuda --iters 5 \
       >"$OUT/bench_unet_sd15.txt" 2>&1 || bench_rc=$?
@@ -124,6 +127,7 @@ if [ $quick -eq 0 ]; then
   tail -60 "$OUT/bench_ops_cuda.txt"
   for path in fma gemm tc-sync; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
   echo "-- DIFFURL_CUDA_LINEAR=gemmex"; grep linear_bf16 "$OUT/bench_linear_gemmex.txt"
+  echo "-- DIFFURL_CONV_COL_MB=256"; grep "bf16.bwd" "$OUT/bench_conv_col256.txt"
   grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
   echo "-- bf16 SD-1.5 B8 profile (top rows; ceilings measured on these machines: ~4.3 TB/s copy, ~790 TFLOP/s bf16)"
   sed -n '/^profile/,/sum of ops/p' "$OUT/bench_unet_sd15_bf16.txt" | sed -n '4,20p'

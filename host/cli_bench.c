@@ -100,7 +100,7 @@ static void pool_release(Pool *pool) {
 
 typedef struct {
     float *a, *b, *c, *d, *e, *f, *g, *h;
-    uint16_t *ha, *hb, *hc;
+    uint16_t *ha, *hb, *hc, *hd;
     uint16_t *hq, *hk, *hv, *ho, *hdo, *hdq, *hdk, *hdv;  // bf16 attention
     Conv2dShape conv;
     AttentionShape attn;
@@ -118,6 +118,10 @@ static void run_conv_bwd(Backend *be, void *p) {
 static void run_conv_bf16(Backend *be, void *p) {
     Args *x = p;
     be->conv2d_forward_bf16(be, &x->conv, x->hc, x->ha, x->hb, x->d);
+}
+static void run_conv_bf16_bwd(Backend *be, void *p) {  // d_in (bf16), d_weight, d_bias (fp32, +=)
+    Args *x = p;
+    be->conv2d_backward_bf16(be, &x->conv, x->hd, x->f, x->g, x->hc, x->ha, x->hb);
 }
 static void run_linear_fwd(Backend *be, void *p) { Args *x = p; be->linear_forward(be, x->c, x->a, x->b, x->d, x->M, x->K, x->N); }
 static void run_linear_bwd(Backend *be, void *p) {
@@ -308,6 +312,9 @@ static void bench_suite(Bench *b, const Preset *p) {
         be->cast_f32_to_bf16(be, x.hb, x.b, n_w);
         snprintf(name, sizeof name, "%s_bf16.fwd", convs[i].name);
         record(b, name, shape, run_conv_bf16, &x, flops, 0);
+        x.hd = pool_raw(&pool, n_in * 2);
+        snprintf(name, sizeof name, "%s_bf16.bwd", convs[i].name);  // d_out: the forward's output (finite)
+        record(b, name, shape, run_conv_bf16_bwd, &x, 2.0 * flops, 0);
         pool_release(&pool);
     }
 

@@ -51,7 +51,9 @@
 //       accumulation on tensor cores, fp32 C, beta = 1)
 //     so dw is never rounded to bf16: it differs from the CPU reference (fp32 op on the widened operands) only
 //     by fp32 summation order. The 1×1 path gets the same precision. Images are processed in chunks whose col
-//     matrix fits CONV_COL_BUDGET_BYTES (at least one image), accumulated chunk after chunk (fixed order).
+//     matrix fits half the GPU's L2 cache (at least one image; DIFFURL_CONV_COL_MB=n sets n MiB instead), so the
+//     col matrix the im2col writes is still in L2 when the GEMM reads it, and the next chunk overwrites it there:
+//     the 9× copy of a 3×3 convolution's input need not travel to memory. Chunks accumulate in a fixed order.
 //   d_bias (+=): column sums of d_out viewed as [B*Ho*Wo, Cout], read as bf16 and summed in fp32 by the fixed-order
 //     reduction of linear.cu (cuda_linear_backward_bf16 with only d_bias).
 //   Determinism: deterministic cuDNN algorithms only; cuBLAS GEMMs are bit-reproducible on one GPU model; no
@@ -60,6 +62,7 @@
 // Plans (descriptors + chosen algorithms + workspace sizes) are cached per (device, dtype, shape) in a small
 // static table, so repeated calls do not re-query cuDNN. The table is not thread-safe: one host thread drives a
 // backend, as everywhere in the engine.
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -121,7 +124,6 @@ __global__ void conv_im2col_bf16_kernel(V *col, const V *in, int nb, int H, int 
 #define CONV_MAX_WORKSPACE ((size_t)1 << 30)  // never pick an algorithm that wants more than 1 GiB of scratch
 #define CONV_FWD_PERF_MAX (CUDNN_CONVOLUTION_FWD_ALGO_COUNT * 4)  // room for cuDNN's forward heuristics
 #define CONV_BWD_DATA_PERF_MAX (CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT * 4)  // room for the backward-data heuristics
-#define CONV_COL_BUDGET_BYTES ((size_t)256 << 20)  // bf16 im2col chunk for the weight gradient (≥ one image)
 
 typedef struct {
     bool used;
@@ -551,6 +553,24 @@ static void conv_backward_data_bf16(Backend *be, const Conv2dShape *s, uint16_t 
     }
 }
 
+// DIFFURL_CONV_COL_MB: the bf16 weight gradient's im2col chunk in MiB (0 when unset: half the L2).
+static long conv_col_mb_from_env(void) {
+    const char *v = getenv("DIFFURL_CONV_COL_MB");
+    if (!v || !v[0]) return 0;
+    char *end = NULL;
+    const long mb = strtol(v, &end, 10);
+    if (*end || mb < 1 || mb > (1L << 20))
+        DF_FATAL("DIFFURL_CONV_COL_MB=\"%s\" is not a size\n  hint: a whole number of MiB (the bf16 weight gradient's "
+                 "im2col chunk), e.g. 24; unset it for half the GPU's L2", v);
+    return mb;
+}
+
+// The im2col chunk budget in bytes (the environment is read once, at the first call).
+static size_t conv_col_budget(const CudaState *st) {
+    static const long env_mb = conv_col_mb_from_env();  // thread-safe one-time initialisation (C++11)
+    return env_mb > 0 ? (size_t)env_mb << 20 : (size_t)st->props.l2CacheSize / 2;
+}
+
 // d_weight [Cout, KH*KW*Cin] (fp32, +=) = Σ over image chunks of d_out_c [m, Cout]ᵀ · col_c [m, KH*KW*Cin], col_c the
 // bf16 im2col of the chunk (see the contract): fp32 accumulation, fp32 result, no bf16 rounding of dw.
 static void conv_backward_filter_bf16(Backend *be, const Conv2dShape *s, float *d_weight, const uint16_t *d_out,
@@ -560,7 +580,7 @@ static void conv_backward_filter_bf16(Backend *be, const Conv2dShape *s, float *
     const size_t KK = (size_t)s->KH * s->KW * s->C_in;
     DF_CHECK(KK <= 0x7fffffff, "conv2d backward bf16: KH*KW*Cin exceeds int range");
     const size_t per_image = (size_t)Ho * Wo * KK * sizeof(uint16_t);  // col bytes of one image
-    size_t nb_max = CONV_COL_BUDGET_BYTES / per_image;
+    size_t nb_max = conv_col_budget(st) / per_image;
     if (nb_max < 1) nb_max = 1;
     if (nb_max > (size_t)s->B) nb_max = (size_t)s->B;
     DF_CHECK(nb_max * Ho * Wo <= 0x7fffffff, "conv2d backward bf16: a chunk's Ho*Wo rows exceed int range");

@@ -211,6 +211,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     prop->multiProcessorCount = 132;
     prop->warpSize = 32;
     prop->maxThreadsPerBlock = 1024;
+    prop->l2CacheSize = 50 << 20;  // an H200's 50 MiB
     return cudaSuccess;
 }
 

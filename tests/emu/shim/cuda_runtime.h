@@ -43,6 +43,7 @@ struct cudaDeviceProp {
     int multiProcessorCount;
     int warpSize;
     int maxThreadsPerBlock;
+    int l2CacheSize;  // bytes
 };
 
 extern "C" {
