@@ -101,6 +101,10 @@ static void count_attention_backward(Backend *be, const AttentionShape *s, float
 // (4: fp32, 2: bf16), each formula written once for both storage types.
 // Norms and activations over n values: forward reads x, writes y; backward reads d_out and x, writes d_in.
 static void pass_counts(Backend *be, double n, double E, bool fwd) { add_bytes(be, (fwd ? 2.0 : 3.0) * E * n); }
+// A norm's backward also reads the residual gradient it adds, when there is one.
+static void norm_bwd_counts(Backend *be, double n, double E, const void *d_residual) {
+    add_bytes(be, (d_residual ? 4.0 : 3.0) * E * n);
+}
 // GEGLU in [N, 2F] -> out [N, F]; backward reads d_out and in, writes d_in.
 static void geglu_counts(Backend *be, int N, int F, double E, bool fwd) {
     add_bytes(be, (fwd ? 3.0 : 5.0) * E * N * F);
@@ -122,27 +126,27 @@ static void count_gn_f(Backend *be, float *o, float *m, float *r, const float *i
                        int B, int HW, int C, int G, float eps) {
     pass_counts(be, (double)B * HW * C, 4.0, true);
 }
-static void count_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                       const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    pass_counts(be, (double)B * HW * C, 4.0, false);
+static void count_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                       const float *i, const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    norm_bwd_counts(be, (double)B * HW * C, 4.0, dres);
 }
 // The fused group norm + SiLU moves what the plain group norm does (the SiLU's own pass disappears).
 static void count_gn_silu_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g,
                             const float *b, int B, int HW, int C, int G, float eps) {
     pass_counts(be, (double)B * HW * C, 4.0, true);
 }
-static void count_gn_silu_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                            const float *m, const float *r, const float *g, const float *b, int B, int HW, int C,
-                            int G) {
-    pass_counts(be, (double)B * HW * C, 4.0, false);
+static void count_gn_silu_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                            const float *i, const float *m, const float *r, const float *g, const float *b, int B,
+                            int HW, int C, int G) {
+    norm_bwd_counts(be, (double)B * HW * C, 4.0, dres);
 }
 static void count_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b,
                        int N, int C, float eps) {
     pass_counts(be, (double)N * C, 4.0, true);
 }
-static void count_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i,
-                       const float *m, const float *r, const float *g, int N, int C) {
-    pass_counts(be, (double)N * C, 4.0, false);
+static void count_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                       const float *i, const float *m, const float *r, const float *g, int N, int C) {
+    norm_bwd_counts(be, (double)N * C, 4.0, dres);
 }
 static void count_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {
     pass_counts(be, (double)n, 4.0, true);
@@ -230,26 +234,27 @@ static void count_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uin
                          const float *b, int B, int HW, int C, int G, float eps) {
     pass_counts(be, (double)B * HW * C, 2.0, true);
 }
-static void count_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                         const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    pass_counts(be, (double)B * HW * C, 2.0, false);
+static void count_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *dres,
+                         const uint16_t *i, const float *m, const float *r, const float *g, int B, int HW, int C,
+                         int G) {
+    norm_bwd_counts(be, (double)B * HW * C, 2.0, dres);
 }
 static void count_gn_silu_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                               const float *b, int B, int HW, int C, int G, float eps) {
     pass_counts(be, (double)B * HW * C, 2.0, true);
 }
 static void count_gn_silu_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout,
-                              const uint16_t *i, const float *m, const float *r, const float *g, const float *b, int B,
-                              int HW, int C, int G) {
-    pass_counts(be, (double)B * HW * C, 2.0, false);
+                              const uint16_t *dres, const uint16_t *i, const float *m, const float *r,
+                              const float *g, const float *b, int B, int HW, int C, int G) {
+    norm_bwd_counts(be, (double)B * HW * C, 2.0, dres);
 }
 static void count_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                          const float *b, int N, int C, float eps) {
     pass_counts(be, (double)N * C, 2.0, true);
 }
-static void count_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                         const float *m, const float *r, const float *g, int N, int C) {
-    pass_counts(be, (double)N * C, 2.0, false);
+static void count_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *dres,
+                         const uint16_t *i, const float *m, const float *r, const float *g, int N, int C) {
+    norm_bwd_counts(be, (double)N * C, 2.0, dres);
 }
 static void count_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
     pass_counts(be, (double)n, 2.0, true);

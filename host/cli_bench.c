@@ -155,7 +155,7 @@ static void run_gn_fwd(Backend *be, void *p) {
 }
 static void run_gn_bwd(Backend *be, void *p) {
     Args *x = p;
-    be->group_norm_backward(be, x->g, x->h, x->f, x->b, x->a, x->c, x->d, x->e, x->B, x->R, x->C, x->G);
+    be->group_norm_backward(be, x->g, x->h, x->f, x->b, NULL, x->a, x->c, x->d, x->e, x->B, x->R, x->C, x->G);
 }
 static void run_ln_fwd(Backend *be, void *p) {
     Args *x = p;
@@ -163,7 +163,7 @@ static void run_ln_fwd(Backend *be, void *p) {
 }
 static void run_ln_bwd(Backend *be, void *p) {
     Args *x = p;
-    be->layer_norm_backward(be, x->g, x->h, x->f, x->b, x->a, x->c, x->d, x->e, x->M, x->C);
+    be->layer_norm_backward(be, x->g, x->h, x->f, x->b, NULL, x->a, x->c, x->d, x->e, x->M, x->C);
 }
 static void run_act_fwd(Backend *be, void *p) { Args *x = p; be->activation_forward(be, x->act, x->b, x->a, x->n); }
 static void run_act_bwd(Backend *be, void *p) { Args *x = p; be->activation_backward(be, x->act, x->c, x->b, x->a, x->n); }
@@ -750,25 +750,26 @@ static void pw_gn_f(Backend *be, float *o, float *m, float *r, const float *i, c
                     int HW, int C, int G, float eps) {
     PROF_CALL("group_norm.fwd", group_norm_forward, o, m, r, i, g, b, B, HW, C, G, eps);
 }
-static void pw_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
-                    const float *r, const float *g, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm.bwd", group_norm_backward, di, dg, db, dout, i, m, r, g, B, HW, C, G);
+static void pw_gn_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                    const float *i, const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm.bwd", group_norm_backward, di, dg, db, dout, dres, i, m, r, g, B, HW, C, G);
 }
 static void pw_gns_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int B,
                      int HW, int C, int G, float eps) {
     PROF_CALL("group_norm+silu.fwd", group_norm_silu_forward, o, m, r, i, g, b, B, HW, C, G, eps);
 }
-static void pw_gns_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
-                     const float *r, const float *g, const float *b, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm+silu.bwd", group_norm_silu_backward, di, dg, db, dout, i, m, r, g, b, B, HW, C, G);
+static void pw_gns_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                     const float *i, const float *m, const float *r, const float *g, const float *b, int B, int HW,
+                     int C, int G) {
+    PROF_CALL("group_norm+silu.bwd", group_norm_silu_backward, di, dg, db, dout, dres, i, m, r, g, b, B, HW, C, G);
 }
 static void pw_ln_f(Backend *be, float *o, float *m, float *r, const float *i, const float *g, const float *b, int N,
                     int C, float eps) {
     PROF_CALL("layer_norm.fwd", layer_norm_forward, o, m, r, i, g, b, N, C, eps);
 }
-static void pw_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *i, const float *m,
-                    const float *r, const float *g, int N, int C) {
-    PROF_CALL("layer_norm.bwd", layer_norm_backward, di, dg, db, dout, i, m, r, g, N, C);
+static void pw_ln_b(Backend *be, float *di, float *dg, float *db, const float *dout, const float *dres,
+                    const float *i, const float *m, const float *r, const float *g, int N, int C) {
+    PROF_CALL("layer_norm.bwd", layer_norm_backward, di, dg, db, dout, dres, i, m, r, g, N, C);
 }
 static void pw_act_f(Backend *be, Activation a, float *o, const float *i, size_t n) {
     PROF_CALL(a == ACT_SILU ? "silu.fwd" : "gelu.fwd", activation_forward, a, o, i, n);
@@ -850,25 +851,27 @@ static void pw_gn_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16
                       const float *b, int B, int HW, int C, int G, float eps) {
     PROF_CALL("group_norm.fwd bf16", group_norm_forward_bf16, o, m, r, i, g, b, B, HW, C, G, eps);
 }
-static void pw_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                      const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16, di, dg, db, dout, i, m, r, g, B, HW, C, G);
+static void pw_gn_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *dres,
+                      const uint16_t *i, const float *m, const float *r, const float *g, int B, int HW, int C, int G) {
+    PROF_CALL("group_norm.bwd bf16", group_norm_backward_bf16, di, dg, db, dout, dres, i, m, r, g, B, HW, C, G);
 }
 static void pw_gns_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                        const float *b, int B, int HW, int C, int G, float eps) {
     PROF_CALL("group_norm+silu.fwd bf16", group_norm_silu_forward_bf16, o, m, r, i, g, b, B, HW, C, G, eps);
 }
-static void pw_gns_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                       const float *m, const float *r, const float *g, const float *b, int B, int HW, int C, int G) {
-    PROF_CALL("group_norm+silu.bwd bf16", group_norm_silu_backward_bf16, di, dg, db, dout, i, m, r, g, b, B, HW, C, G);
+static void pw_gns_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *dres,
+                       const uint16_t *i, const float *m, const float *r, const float *g, const float *b, int B,
+                       int HW, int C, int G) {
+    PROF_CALL("group_norm+silu.bwd bf16", group_norm_silu_backward_bf16, di, dg, db, dout, dres, i, m, r, g, b, B, HW, C,
+              G);
 }
 static void pw_ln_f16(Backend *be, uint16_t *o, float *m, float *r, const uint16_t *i, const float *g,
                       const float *b, int N, int C, float eps) {
     PROF_CALL("layer_norm.fwd bf16", layer_norm_forward_bf16, o, m, r, i, g, b, N, C, eps);
 }
-static void pw_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *i,
-                      const float *m, const float *r, const float *g, int N, int C) {
-    PROF_CALL("layer_norm.bwd bf16", layer_norm_backward_bf16, di, dg, db, dout, i, m, r, g, N, C);
+static void pw_ln_b16(Backend *be, uint16_t *di, float *dg, float *db, const uint16_t *dout, const uint16_t *dres,
+                      const uint16_t *i, const float *m, const float *r, const float *g, int N, int C) {
+    PROF_CALL("layer_norm.bwd bf16", layer_norm_backward_bf16, di, dg, db, dout, dres, i, m, r, g, N, C);
 }
 static void pw_act_f16(Backend *be, Activation a, uint16_t *o, const uint16_t *i, size_t n) {
     PROF_CALL(a == ACT_SILU ? "silu.fwd bf16" : "gelu.fwd bf16", activation_forward_bf16, a, o, i, n);

@@ -522,8 +522,6 @@ void unet_read_param(UNet *m, const UNetParam *p, float *host_dst, bool gradient
 #define H16(p) ((uint16_t *)(p))
 #define CH16(p) ((const uint16_t *)(p))
 
-static size_t act_bytes(const UNet *m, size_t n) { return n * (m->bf16 ? sizeof(uint16_t) : sizeof(float)); }
-
 // n activation elements in the mode's storage type, from the current arena.
 static Act *act(UNet *m, size_t n) {
     int64_t shape[1] = {(int64_t)n};
@@ -542,7 +540,6 @@ static void op_axpby(UNet *m, Act *out, float a, const Act *x, float b, const Ac
 }
 // acc += x (n elements)
 static void add_into(UNet *m, Act *acc, const Act *x, size_t n) { op_axpby(m, acc, 1.0f, acc, 1.0f, x, n); }
-static void act_copy(UNet *m, Act *dst, const Act *src, size_t n) { m->be->copy(m->be, dst, src, act_bytes(m, n)); }
 
 // fp32 caller tensor → activation (a copy in bf16 mode; the same pointer in fp32 mode)
 static const Act *act_from_f32(UNet *m, const float *x, size_t n) {
@@ -564,14 +561,16 @@ static void op_gn_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rst
     else
         be->group_norm_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), B, HW, nm->C, nm->G, nm->eps);
 }
-static void op_gn_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
-                      const float *rstd, int B, int HW) {
+// The norms' backward: d_x (=) = the norm's input gradient + d_res, the residual connection's gradient (NULL: none).
+static void op_gn_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *d_res, const Act *x,
+                      const float *mean, const float *rstd, int B, int HW) {
     Backend *be = m->be;
     if (m->bf16)
-        be->group_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd, P(nm->g), B,
-                                     HW, nm->C, nm->G);
+        be->group_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(d_res), CH16(x), mean, rstd,
+                                     P(nm->g), B, HW, nm->C, nm->G);
     else
-        be->group_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), B, HW, nm->C, nm->G);
+        be->group_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, d_res, x, mean, rstd, P(nm->g), B, HW, nm->C,
+                                nm->G);
 }
 // GroupNorm then SiLU as one op: the normalised values are neither written nor kept (backward recomputes them).
 static void op_gn_silu_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int B, int HW) {
@@ -582,15 +581,15 @@ static void op_gn_silu_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float
     else
         be->group_norm_silu_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), B, HW, nm->C, nm->G, nm->eps);
 }
-static void op_gn_silu_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
-                           const float *rstd, int B, int HW) {
+static void op_gn_silu_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *d_res, const Act *x,
+                           const float *mean, const float *rstd, int B, int HW) {
     Backend *be = m->be;
     if (m->bf16)
-        be->group_norm_silu_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd,
-                                          P(nm->g), P(nm->b), B, HW, nm->C, nm->G);
+        be->group_norm_silu_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(d_res), CH16(x), mean,
+                                          rstd, P(nm->g), P(nm->b), B, HW, nm->C, nm->G);
     else
-        be->group_norm_silu_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), P(nm->b), B, HW,
-                                     nm->C, nm->G);
+        be->group_norm_silu_backward(be, d_x, G(nm->g), G(nm->b), d_out, d_res, x, mean, rstd, P(nm->g), P(nm->b), B,
+                                     HW, nm->C, nm->G);
 }
 
 static void op_ln_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rstd, const Act *x, int rows) {
@@ -598,13 +597,13 @@ static void op_ln_fwd(UNet *m, const Norm *nm, Act *out, float *mean, float *rst
     if (m->bf16) be->layer_norm_forward_bf16(be, H16(out), mean, rstd, CH16(x), P(nm->g), P(nm->b), rows, nm->C, nm->eps);
     else be->layer_norm_forward(be, out, mean, rstd, x, P(nm->g), P(nm->b), rows, nm->C, nm->eps);
 }
-static void op_ln_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *x, const float *mean,
-                      const float *rstd, int rows) {
+static void op_ln_bwd(UNet *m, const Norm *nm, Act *d_x, const Act *d_out, const Act *d_res, const Act *x,
+                      const float *mean, const float *rstd, int rows) {
     Backend *be = m->be;
     if (m->bf16)
-        be->layer_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(x), mean, rstd, P(nm->g), rows,
-                                     nm->C);
-    else be->layer_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, x, mean, rstd, P(nm->g), rows, nm->C);
+        be->layer_norm_backward_bf16(be, H16(d_x), G(nm->g), G(nm->b), CH16(d_out), CH16(d_res), CH16(x), mean, rstd,
+                                     P(nm->g), rows, nm->C);
+    else be->layer_norm_backward(be, d_x, G(nm->g), G(nm->b), d_out, d_res, x, mean, rstd, P(nm->g), rows, nm->C);
 }
 
 static void op_geglu_fwd(UNet *m, Act *out, const Act *in, int rows, int F) {
@@ -760,15 +759,15 @@ static void resnet_fwd(UNet *m, Resnet *r, Act *out, const Act *x, int B, int H,
     }
 }
 
-// Returns d_x [B, HW, cin] (=); accumulates into m->d_emb_act.
-static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
+// d_x [B, HW, cin] (=, the caller's buffer, not d_out); accumulates into m->d_emb_act.
+static void resnet_bwd(UNet *m, Resnet *r, const Act *d_out, Act *d_x) {
     Backend *be = m->be;
     int B = r->B, H = r->H, W = r->W, HW = H * W;
     size_t n_in = (size_t)B * HW * r->cin, n_out = (size_t)B * HW * r->cout;
     Act *d_a2 = act(m, n_out);
     conv_bwd(m, &r->conv2, d_a2, d_out, r->a2, B, H, W);
     Act *d_h2 = act(m, n_out);
-    op_gn_silu_bwd(m, &r->norm2, d_h2, d_a2, r->h2, r->mean2, r->rstd2, B, HW);
+    op_gn_silu_bwd(m, &r->norm2, d_h2, d_a2, NULL, r->h2, r->mean2, r->rstd2, B, HW);
     float *d_tproj = f32(m, (size_t)B * r->cout), *d_emb = f32(m, (size_t)B * m->cfg.time_embed_dim);
     be->zero(be, d_tproj, (size_t)B * r->cout * sizeof(float));
     op_bcast_bwd(m, d_tproj, d_h2, B, HW, r->cout);
@@ -777,16 +776,14 @@ static Act *resnet_bwd(UNet *m, Resnet *r, const Act *d_out) {
     be->axpby(be, m->d_emb_act, 1.0f, m->d_emb_act, 1.0f, d_emb, (size_t)B * m->cfg.time_embed_dim);
     Act *d_a1 = act(m, n_in);
     conv_bwd_bias(m, &r->conv1, NULL, d_a1, d_h2, r->a1, B, H, W);  // its bias gradient: from d_tproj above
-    Act *d_x = act(m, n_in);
-    op_gn_silu_bwd(m, &r->norm1, d_x, d_a1, r->x, r->mean1, r->rstd1, B, HW);
+    // the skip path's gradient (d_out itself, or through the 1x1 shortcut) is added by norm1's backward
+    const Act *d_skip = d_out;
     if (r->has_shortcut) {
         Act *d_sc = act(m, n_in);
         conv_bwd(m, &r->shortcut, d_sc, d_out, r->x, B, H, W);
-        add_into(m, d_x, d_sc, n_in);
-    } else {
-        add_into(m, d_x, d_out, n_in);
+        d_skip = d_sc;
     }
-    return d_x;
+    op_gn_silu_bwd(m, &r->norm1, d_x, d_a1, d_skip, r->x, r->mean1, r->rstd1, B, HW);
 }
 
 // ---- attention and transformer blocks -----------------------------------------------------------------
@@ -889,23 +886,20 @@ static Act *tblock_bwd(UNet *m, TBlock *b, const Act *d_out, int B, int L) {
     lin_bwd(m, &b->ff_out, d_g, d_out, g, rows);
     op_geglu_bwd(m, d_p, d_g, b->p, rows, 4 * b->dim);
     lin_bwd(m, &b->ff_proj, d_n3, d_p, b->n3, rows);
-    op_ln_bwd(m, &b->ln3, d_h2, d_n3, b->h2, b->m3, b->r3, rows);
-    add_into(m, d_h2, d_out, n);
+    op_ln_bwd(m, &b->ln3, d_h2, d_n3, d_out, b->h2, b->m3, b->r3, rows);  // + d_out: the residual path
     m->cur->used = mark;
     // attn2: h2 = attn2(ln2(h1), ctx) + h1
     Act *d_ctx2;
     Act *d_n2 = attn_bwd(m, &b->attn2, d_h2, &d_ctx2);
     add_context_gradient(m, d_ctx2);
-    op_ln_bwd(m, &b->ln2, d_h1, d_n2, b->h1, b->m2, b->r2, rows);
-    add_into(m, d_h1, d_h2, n);
+    op_ln_bwd(m, &b->ln2, d_h1, d_n2, d_h2, b->h1, b->m2, b->r2, rows);
     m->cur->used = mark;
     // attn1: h1 = attn1(ln1(h0)[, ctx]) + h0
     Act *d_src1;
     Act *d_n1 = attn_bwd(m, &b->attn1, d_h1, &d_src1);
     if (b->attn1.cross) add_context_gradient(m, d_src1);
     else add_into(m, d_n1, d_src1, n);
-    op_ln_bwd(m, &b->ln1, d_h0, d_n1, b->h0, b->m1, b->r1, rows);
-    add_into(m, d_h0, d_h1, n);
+    op_ln_bwd(m, &b->ln1, d_h0, d_n1, d_h1, b->h0, b->m1, b->r1, rows);
     m->cur->used = mark;
     return d_h0;
 }
@@ -926,7 +920,8 @@ static void tx_fwd(UNet *m, Tx2D *t, Act *out, const Act *x, int B, int HW) {
     add_into(m, out, x, n);
 }
 
-static Act *tx_bwd(UNet *m, Tx2D *t, const Act *d_out) {
+// d_x [B, HW, C] (=, the caller's buffer, not d_out).
+static void tx_bwd(UNet *m, Tx2D *t, const Act *d_out, Act *d_x) {
     int B = t->B, HW = t->HW;
     size_t n = (size_t)B * HW * t->C;
     Act *d_h = act(m, n);
@@ -934,10 +929,7 @@ static Act *tx_bwd(UNet *m, Tx2D *t, const Act *d_out) {
     for (int k = t->nblocks - 1; k >= 0; k--) d_h = tblock_bwd(m, &t->blocks[k], d_h, B, HW);
     Act *d_n = act(m, n);
     lin_bwd(m, &t->proj_in, d_n, d_h, t->n, B * HW);
-    Act *d_x = act(m, n);
-    op_gn_bwd(m, &t->norm, d_x, d_n, t->x, t->mean, t->rstd, B, HW);
-    add_into(m, d_x, d_out, n);
-    return d_x;
+    op_gn_bwd(m, &t->norm, d_x, d_n, d_out, t->x, t->mean, t->rstd, B, HW);  // + d_out: the residual path
 }
 
 // ---- blocks: recompute (gradient checkpointing), inference and backward compaction -------------------
@@ -969,26 +961,24 @@ static Act *tx_block_fwd(UNet *m, Tx2D *t, const Act *x, int B, int HW) {
 // The hold buffer not holding d: where the gradient computed from d goes.
 static Act *other_hold(UNet *m, const Act *d) { return m->hold[0] == d ? m->hold[1] : m->hold[0]; }
 
-// Moves a block's input gradient into the hold buffer not holding d_out, and releases the block's temporaries.
-static Act *hold_gradient(UNet *m, size_t mark, const Act *d_out, const Act *d_x, size_t n) {
-    Act *hold = other_hold(m, d_out);
-    act_copy(m, hold, d_x, n);
-    m->cur->used = mark;
-    return hold;
-}
-
+// A block's backward writes its input gradient straight into the hold buffer not holding d_out (its last op, the
+// input norm's backward, adds the residual path there); then the block's temporaries are released.
 static Act *resnet_block_bwd(UNet *m, Resnet *r, const Act *d_out) {
     size_t mark = m->cur->used;
     if (m->recompute) resnet_fwd(m, r, act(m, (size_t)r->B * r->H * r->W * r->cout), r->x, r->B, r->H, r->W);
-    Act *d_x = resnet_bwd(m, r, d_out);
-    return hold_gradient(m, mark, d_out, d_x, (size_t)r->B * r->H * r->W * r->cin);
+    Act *hold = other_hold(m, d_out);
+    resnet_bwd(m, r, d_out, hold);
+    m->cur->used = mark;
+    return hold;
 }
 
 static Act *tx_block_bwd(UNet *m, Tx2D *t, const Act *d_out) {
     size_t mark = m->cur->used;
     if (m->recompute) tx_fwd(m, t, act(m, (size_t)t->B * t->HW * t->C), t->x, t->B, t->HW);
-    Act *d_x = tx_bwd(m, t, d_out);
-    return hold_gradient(m, mark, d_out, d_x, (size_t)t->B * t->HW * t->C);
+    Act *hold = other_hold(m, d_out);
+    tx_bwd(m, t, d_out, hold);
+    m->cur->used = mark;
+    return hold;
 }
 
 // The largest block input/output gradient (elements): the size of each hold buffer.
@@ -1120,7 +1110,7 @@ static void backward_impl(UNet *m, float *d_sample, const float *d_out) {
     const Act *d_o = act_from_f32(m, d_out, (size_t)B * H * W * c->out_channels);
     Act *d_a = act(m, n), *d_h = act(m, n);
     conv_bwd(m, &m->conv_out, d_a, d_o, m->gn_a, B, H, W);
-    op_gn_silu_bwd(m, &m->norm_out, d_h, d_a, m->h_final, m->gn_mean, m->gn_rstd, B, H * W);
+    op_gn_silu_bwd(m, &m->norm_out, d_h, d_a, NULL, m->h_final, m->gn_mean, m->gn_rstd, B, H * W);
 
     // up (reverse); gradients of the skips collected in d_skips, indexed like m->skips
     Act **d_skips = DF_CALLOC((size_t)m->nskips, sizeof(Act *), "skip gradients");

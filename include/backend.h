@@ -81,10 +81,12 @@ typedef void LinearBackwardFn(Backend *be, float *d_in, float *d_weight, float *
 // Saves mean/rstd [B, G] for backward. rstd = 1/sqrt(var + eps), var biased (PyTorch).
 typedef void GroupNormForwardFn(Backend *be, float *out, float *mean, float *rstd, const float *in,
                                 const float *gamma, const float *beta, int B, int HW, int C, int G, float eps);
-// d_in (=), d_gamma (+=), d_beta (+=).
+// d_in (=) = the input gradient + d_residual, d_gamma (+=), d_beta (+=). d_residual [B, HW, C] (may be NULL: nothing
+// added) is a gradient arriving at the norm's input by another path (a residual connection), summed before the one
+// rounding of d_in; it may alias d_in.
 typedef void GroupNormBackwardFn(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                                 const float *in, const float *mean, const float *rstd, const float *gamma,
-                                 int B, int HW, int C, int G);
+                                 const float *d_residual, const float *in, const float *mean, const float *rstd,
+                                 const float *gamma, int B, int HW, int C, int G);
 
 // group norm then SiLU, fused (a ResNet block's norm → nonlinearity): out = silu(n) with n the value
 // GroupNormForwardFn would store (fp32); n itself is not stored. mean/rstd [B, G] saved as there.
@@ -92,17 +94,18 @@ typedef void GroupNormSiluForwardFn(Backend *be, float *out, float *mean, float 
                                     const float *gamma, const float *beta, int B, int HW, int C, int G, float eps);
 // Backward from d_out = ∂L/∂out. n is recomputed from in and the saved fp32 statistics,
 // n = (float)(((double)in − mean)·rstd·gamma + beta), dy = d_out·silu'(n) (fp32), then GroupNormBackwardFn's
-// formulas on dy: d_in (=), d_gamma (+=), d_beta (+=). d_in may alias d_out.
+// formulas on dy: d_in (=, + d_residual as there), d_gamma (+=), d_beta (+=). d_in may alias d_out.
 typedef void GroupNormSiluBackwardFn(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                                     const float *in, const float *mean, const float *rstd, const float *gamma,
-                                     const float *beta, int B, int HW, int C, int G);
+                                     const float *d_residual, const float *in, const float *mean, const float *rstd,
+                                     const float *gamma, const float *beta, int B, int HW, int C, int G);
 
 // layer norm over the last dim of x [N, C]; affine gamma/beta [C]; saves mean/rstd [N].
 typedef void LayerNormForwardFn(Backend *be, float *out, float *mean, float *rstd, const float *in,
                                 const float *gamma, const float *beta, int N, int C, float eps);
+// d_in (=, + d_residual [N, C] as for group norm), d_gamma (+=), d_beta (+=).
 typedef void LayerNormBackwardFn(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                                 const float *in, const float *mean, const float *rstd, const float *gamma,
-                                 int N, int C);
+                                 const float *d_residual, const float *in, const float *mean, const float *rstd,
+                                 const float *gamma, int N, int C);
 
 // elementwise activation: out[i] = act(in[i]); out may alias in.
 typedef void ActivationForwardFn(Backend *be, Activation act, float *out, const float *in, size_t n);
@@ -214,20 +217,21 @@ typedef void LinearBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_weight, 
 typedef void GroupNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
                                     const float *gamma, const float *beta, int B, int HW, int C, int G, float eps);
 typedef void GroupNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                     const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
-                                     const float *gamma, int B, int HW, int C, int G);
+                                     const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                     const float *mean, const float *rstd, const float *gamma, int B, int HW, int C,
+                                     int G);
 typedef void GroupNormSiluForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
                                         const float *gamma, const float *beta, int B, int HW, int C, int G,
                                         float eps);
 typedef void GroupNormSiluBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                         const uint16_t *d_out, const uint16_t *in, const float *mean,
-                                         const float *rstd, const float *gamma, const float *beta, int B, int HW,
-                                         int C, int G);
+                                         const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                         const float *mean, const float *rstd, const float *gamma, const float *beta,
+                                         int B, int HW, int C, int G);
 typedef void LayerNormForwardBf16Fn(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
                                     const float *gamma, const float *beta, int N, int C, float eps);
 typedef void LayerNormBackwardBf16Fn(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                     const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
-                                     const float *gamma, int N, int C);
+                                     const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                     const float *mean, const float *rstd, const float *gamma, int N, int C);
 typedef void ActivationForwardBf16Fn(Backend *be, Activation act, uint16_t *out, const uint16_t *in, size_t n);
 typedef void ActivationBackwardBf16Fn(Backend *be, Activation act, uint16_t *d_in, const uint16_t *d_out,
                                       const uint16_t *in, size_t n);

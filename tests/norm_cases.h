@@ -25,15 +25,23 @@ static inline void norm_forward(Backend *be, const NormShape *s, float *out, flo
     else be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
 }
 
-// beta is read by the fused SiLU's backward only.
+// d_res: the residual gradient added to d_in (NULL: none). beta is read by the fused SiLU's backward only.
+static inline void norm_backward_res(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta,
+                                     const float *d_out, const float *d_res, const float *in, const float *mean,
+                                     const float *rstd, const float *gamma, const float *beta) {
+    if (s->layer)
+        be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, s->B * s->HW, s->C);
+    else if (s->silu)
+        be->group_norm_silu_backward(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, beta, s->B, s->HW,
+                                     s->C, s->G);
+    else
+        be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, s->B, s->HW, s->C,
+                                s->G);
+}
 static inline void norm_backward(Backend *be, const NormShape *s, float *d_in, float *d_gamma, float *d_beta,
                                  const float *d_out, const float *in, const float *mean, const float *rstd,
                                  const float *gamma, const float *beta) {
-    if (s->layer) be->layer_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else if (s->silu)
-        be->group_norm_silu_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, s->B, s->HW, s->C,
-                                     s->G);
-    else be->group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
+    norm_backward_res(be, s, d_in, d_gamma, d_beta, d_out, NULL, in, mean, rstd, gamma, beta);
 }
 
 static inline void norm_forward_bf16(Backend *be, const NormShape *s, uint16_t *out, float *mean, float *rstd,
@@ -44,15 +52,24 @@ static inline void norm_forward_bf16(Backend *be, const NormShape *s, uint16_t *
     else be->group_norm_forward_bf16(be, out, mean, rstd, in, gamma, beta, s->B, s->HW, s->C, s->G, s->eps);
 }
 
+static inline void norm_backward_res_bf16(Backend *be, const NormShape *s, uint16_t *d_in, float *d_gamma,
+                                          float *d_beta, const uint16_t *d_out, const uint16_t *d_res,
+                                          const uint16_t *in, const float *mean, const float *rstd, const float *gamma,
+                                          const float *beta) {
+    if (s->layer)
+        be->layer_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, s->B * s->HW,
+                                     s->C);
+    else if (s->silu)
+        be->group_norm_silu_backward_bf16(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, beta, s->B,
+                                          s->HW, s->C, s->G);
+    else
+        be->group_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, d_res, in, mean, rstd, gamma, s->B, s->HW, s->C,
+                                     s->G);
+}
 static inline void norm_backward_bf16(Backend *be, const NormShape *s, uint16_t *d_in, float *d_gamma,
                                       float *d_beta, const uint16_t *d_out, const uint16_t *in, const float *mean,
                                       const float *rstd, const float *gamma, const float *beta) {
-    if (s->layer)
-        be->layer_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B * s->HW, s->C);
-    else if (s->silu)
-        be->group_norm_silu_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, s->B, s->HW,
-                                          s->C, s->G);
-    else be->group_norm_backward_bf16(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, s->B, s->HW, s->C, s->G);
+    norm_backward_res_bf16(be, s, d_in, d_gamma, d_beta, d_out, NULL, in, mean, rstd, gamma, beta);
 }
 
 // x [rows, C] with a per-channel offset, so group/row means are far from zero and differ.

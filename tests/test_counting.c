@@ -47,7 +47,7 @@ int main(void) {
     // memory-bound ops: no FLOPs
     be->group_norm_forward(be, p, p, p, p, p, p, 2, 16, 8, 4, 1e-5f);
     expect_counts("group norm forward", 0, 2.0 * 4 * (2 * 16 * 8));
-    be->group_norm_backward_bf16(be, q, p, p, q, q, p, p, p, 2, 16, 8, 4);
+    be->group_norm_backward_bf16(be, q, p, p, q, NULL, q, p, p, p, 2, 16, 8, 4);
     expect_counts("group norm backward bf16", 0, 3.0 * 2 * (2 * 16 * 8));
     be->activation_forward_bf16(be, ACT_SILU, q, q, 100);
     expect_counts("silu forward bf16", 0, 400);

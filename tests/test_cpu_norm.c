@@ -99,10 +99,10 @@ static void ctx_forward(NormCtx *c, float *out) {
 
 static void ctx_backward(NormCtx *c, float *d_in, float *d_gamma, float *d_beta, const float *d_out) {
     if (c->layer)
-        c->be->layer_norm_backward(c->be, d_in, d_gamma, d_beta, d_out, c->in, c->mean, c->rstd, c->gamma, c->B,
+        c->be->layer_norm_backward(c->be, d_in, d_gamma, d_beta, d_out, NULL, c->in, c->mean, c->rstd, c->gamma, c->B,
                                    c->C);
     else
-        c->be->group_norm_backward(c->be, d_in, d_gamma, d_beta, d_out, c->in, c->mean, c->rstd, c->gamma, c->B,
+        c->be->group_norm_backward(c->be, d_in, d_gamma, d_beta, d_out, NULL, c->in, c->mean, c->rstd, c->gamma, c->B,
                                    c->HW, c->C, c->G);
 }
 
@@ -325,6 +325,27 @@ static void fused_case(Backend *be, TestRng *rng, int B, int HW, int C, int G, b
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
+// The residual gradient: d_in + d_res (one rounding) against d_in, then + d_res; in place (d_res == d_in) too.
+static void residual_case(Backend *be, TestRng *rng, NormShape s) {
+    char tag[96];
+    snprintf(tag, sizeof tag, "%s B=%d HW=%d C=%d + residual", s.layer ? "layer_norm" : s.silu ? "group_norm+silu" :
+             "group_norm", s.B, s.HW, s.C);
+    const size_t n = shape_rows(&s) * s.C, ns = shape_stats(&s);
+    float *x = norm_alloc_input(rng, shape_rows(&s), s.C), *dy = test_alloc_normal(rng, n, 1.0f);
+    float *gamma = test_alloc_normal(rng, s.C, 0.5f), *beta = test_alloc_normal(rng, s.C, 0.5f);
+    float *res = test_alloc_normal(rng, n, 1.0f), *out = host_poison(n), *mean = host_poison(ns), *rstd = host_poison(ns);
+    norm_forward(be, &s, out, mean, rstd, x, gamma, beta);
+    float *dx = host_poison(n), *dxr = host_poison(n), *want = host_poison(n);
+    norm_backward(be, &s, dx, NULL, NULL, dy, x, mean, rstd, gamma, beta);
+    norm_backward_res(be, &s, dxr, NULL, NULL, dy, res, x, mean, rstd, gamma, beta);
+    for (size_t i = 0; i < n; i++) want[i] = dx[i] + res[i];
+    check_named(tag, "d_in + residual", dxr, want, n, 1e-6);
+    norm_backward_res(be, &s, res, NULL, NULL, dy, res, x, mean, rstd, gamma, beta);
+    CHECK(bitwise_equal(res, dxr, n * 4), "%s: in place (d_residual == d_in) equals the separate result", tag);
+    void *host[] = {x, dy, gamma, beta, res, out, mean, rstd, dx, dxr, want};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
 // The same op on backends with different thread counts gives the same bits.
 static void thread_count_case(TestRng *rng) {
     const int B = 2, HW = 300, C = 96, G = 8;
@@ -340,7 +361,7 @@ static void thread_count_case(TestRng *rng) {
         dg[k] = DF_CALLOC(C, sizeof(float), "dg");
         db[k] = DF_CALLOC(C, sizeof(float), "db");
         be->group_norm_forward(be, out[k], mean[k], rstd[k], in, gamma, beta, B, HW, C, G, 1e-5f);
-        be->group_norm_backward(be, d_in[k], dg[k], db[k], dy, in, mean[k], rstd[k], gamma, B, HW, C, G);
+        be->group_norm_backward(be, d_in[k], dg[k], db[k], dy, NULL, in, mean[k], rstd[k], gamma, B, HW, C, G);
         backend_destroy(be);
     }
     CHECK(memcmp(out[0], out[1], n * sizeof(float)) == 0 && memcmp(d_in[0], d_in[1], n * sizeof(float)) == 0 &&
@@ -379,6 +400,10 @@ int main(void) {
     fused_case(be, &rng, 1, 7, 32, 32, true);
     fused_case(be, &rng, 2, 64, 64, 32, true);
     fused_case(be, &rng, 3, 5, 12, 3, false);
+    // the residual gradient added by the backward
+    residual_case(be, &rng, (NormShape){false, 2, 13, 12, 4, 1e-5f, false});
+    residual_case(be, &rng, (NormShape){false, 2, 13, 12, 4, 1e-5f, true});
+    residual_case(be, &rng, (NormShape){true, 1, 7, 37, 1, 1e-5f, false});
     backend_destroy(be);
     return test_finish("test_cpu_norm");
 }

@@ -115,6 +115,20 @@ static void test_norm(Backend *cpu, TestRng *rng, NormShape s, bool affine) {
     CHECK(bitwise_equal(io, dx16, n * 2) && bitwise_equal(dg_io, dg, C * 4) && bitwise_equal(db_io, db, C * 4),
           "%s: backward with d_in == d_out equals the separate-buffer result", tag);
 
+    // The residual gradient: d_in + d_res is the bf16 rounding of the fp32 op given the widened residual (one
+    // rounding of the sum), in place (d_res == d_in) too.
+    {
+        float *res32 = test_alloc_normal(rng, n, 1.0f);
+        uint16_t *res16 = bf16_round_new(res32, n), *dxr16 = host_poison_bf16(n);
+        float *resw = bf16_widen_new(res16, n), *dxr_w = host_poison(n);
+        norm_backward_res_bf16(cpu, &s, dxr16, NULL, NULL, dy16, res16, x16, mean, rstd, gam, bet);
+        norm_backward_res(cpu, &s, dxr_w, NULL, NULL, dyw, resw, xw, mean, rstd, gam, bet);
+        CHECK(bf16_mismatches(dxr16, dxr_w, n) == 0, "%s: d_in + residual is the bf16 rounding of the fp32 op's", tag);
+        norm_backward_res_bf16(cpu, &s, res16, NULL, NULL, dy16, res16, x16, mean, rstd, gam, bet);
+        CHECK(bitwise_equal(res16, dxr16, n * 2), "%s: d_in + residual in place equals the separate result", tag);
+        free(res32), free(res16), free(dxr16), free(resw), free(dxr_w);
+    }
+
     void *host[] = {x32,  dy32,   x16,  dy16,  xw,      dyw,     gamma,   beta,  dg0,  db0,    out16, mean,  rstd,
                     out_w, mean_w, rstd_w, out_u, mean_u, rstd_u, out16w, dx16, dg,   db,    dx_w,  dg_w,  db_w,
                     dx_u,  dg_u,   db_u, dx16w, dg2,     db2,     dx_only, dg_only, db_only, io, mean_io, rstd_io,
@@ -193,8 +207,8 @@ int main(void) {
         float mean = 7.0f, rstd = 7.0f, g = 1.0f, b = 0.0f, dg = 3.0f, db = 3.0f;
         cpu->group_norm_forward_bf16(cpu, &out, &mean, &rstd, &in, &g, &b, 0, 1, 1, 1, 1e-5f);
         cpu->layer_norm_forward_bf16(cpu, &out, &mean, &rstd, &in, &g, &b, 0, 1, 1e-5f);
-        cpu->group_norm_backward_bf16(cpu, &dx, &dg, &db, &in, &in, &mean, &rstd, &g, 0, 1, 1, 1);
-        cpu->layer_norm_backward_bf16(cpu, &dx, &dg, &db, &in, &in, &mean, &rstd, &g, 0, 1);
+        cpu->group_norm_backward_bf16(cpu, &dx, &dg, &db, &in, NULL, &in, &mean, &rstd, &g, 0, 1, 1, 1);
+        cpu->layer_norm_backward_bf16(cpu, &dx, &dg, &db, &in, NULL, &in, &mean, &rstd, &g, 0, 1);
         CHECK(out == TEST_BF16_NAN && dx == TEST_BF16_NAN && mean == 7.0f && rstd == 7.0f && dg == 3.0f && db == 3.0f,
               "norm bf16 with B = 0 / N = 0 writes nothing");
     }

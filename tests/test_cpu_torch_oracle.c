@@ -197,7 +197,7 @@ static void test_norm(Backend *be) {
         float *out = alloc_fill(n, NAN), *mean = alloc_fill((size_t)B * G, NAN), *rstd = alloc_fill((size_t)B * G, NAN);
         float *d_in = alloc_fill(n, NAN), *d_g = alloc_fill(C, 0.0f), *d_b = alloc_fill(C, 0.0f);
         be->group_norm_forward(be, out, mean, rstd, in, gamma, beta, B, HW, C, G, gn[c].eps);
-        be->group_norm_backward(be, d_in, d_g, d_b, d_out, in, mean, rstd, gamma, B, HW, C, G);
+        be->group_norm_backward(be, d_in, d_g, d_b, d_out, NULL, in, mean, rstd, gamma, B, HW, C, G);
         cmp(cs, "group_norm out", out, want, n, TOL_F32);
         cmp(cs, "group_norm grad_in", d_in, want_din, n, TOL_F32);
         cmp(cs, "group_norm grad_gamma", d_g, want_dg, C, TOL_F32);
@@ -221,7 +221,7 @@ static void test_norm(Backend *be) {
         float *out = alloc_fill(n, NAN), *mean = alloc_fill(N, NAN), *rstd = alloc_fill(N, NAN);
         float *d_in = alloc_fill(n, NAN), *d_g = alloc_fill(C, 0.0f), *d_b = alloc_fill(C, 0.0f);
         be->layer_norm_forward(be, out, mean, rstd, in, gamma, beta, N, C, ln[c].eps);
-        be->layer_norm_backward(be, d_in, d_g, d_b, d_out, in, mean, rstd, gamma, N, C);
+        be->layer_norm_backward(be, d_in, d_g, d_b, d_out, NULL, in, mean, rstd, gamma, N, C);
         cmp(cs, "layer_norm out", out, want, n, TOL_F32);
         cmp(cs, "layer_norm grad_in", d_in, want_din, n, TOL_F32);
         cmp(cs, "layer_norm grad_gamma", d_g, want_dg, C, TOL_F32);

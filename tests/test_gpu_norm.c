@@ -97,6 +97,21 @@ static void test_norm(Backend *cpu, Backend *gpu, TestRng *rng, NormShape s, boo
     CHECK(bitwise_equal(dyx_g, dx_g, n * 4) && bitwise_equal(dg_g5, dg_g, C * 4) && bitwise_equal(db_g5, db_g, C * 4),
           "%s: backward with d_in == d_out equals the separate-buffer result", tag);
 
+    // The residual gradient: d_in + d_res against the CPU, and in place (d_res == d_in) bitwise as separate.
+    {
+        float *res = test_alloc_normal(rng, n, 1.0f), *dxr_c = host_poison(n);
+        norm_backward_res(cpu, &s, dxr_c, NULL, NULL, dy, res, x, mean_c, rstd_c, gam, bet);
+        float *g_res = dev_upload(gpu, res, n), *g_dxr = dev_poison(gpu, n);
+        norm_backward_res(gpu, &s, g_dxr, NULL, NULL, g_dy, g_res, g_x, g_mean, g_rstd, g_gamma, g_beta);
+        float *dxr_g = dev_download_new(gpu, g_dxr, n);
+        check_named(tag, "d_in + residual", dxr_g, dxr_c, n, TOL_F32);
+        norm_backward_res(gpu, &s, g_res, NULL, NULL, g_dy, g_res, g_x, g_mean, g_rstd, g_gamma, g_beta);
+        float *res_g = dev_download_new(gpu, g_res, n);
+        CHECK(bitwise_equal(res_g, dxr_g, n * 4), "%s: d_in + residual in place equals the separate result", tag);
+        gpu->free(gpu, g_res), gpu->free(gpu, g_dxr);
+        free(res), free(dxr_c), free(dxr_g), free(res_g);
+    }
+
     void *dev[] = {g_x, g_dy, g_gamma, g_beta, g_out, g_mean, g_rstd, g_dx, g_dg, g_db, g_out2, g_mean2, g_rstd2,
                    g_dx2, g_dg2, g_db2, g_dx4, g_db4, g_dg4, g_inplace, g_mean5, g_rstd5, g_dyx, g_dg5, g_db5};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)

@@ -5,7 +5,8 @@
 //   rstd = 1/sqrt(var + eps) (PyTorch). out = (in − mean)·rstd·gamma[c] + beta[c] evaluated in double with
 //   the unrounded statistics; mean/rstd are saved rounded to fp32. gamma/beta [C].
 // group_norm_backward: with x̂ = (in − mean)·rstd and ĝ = d_out·gamma, per group (b, g) over its n
-//   elements: d_in = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))  (=);
+//   elements: d_in = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) + d_residual  (=; d_residual may be NULL, added in double
+//   before the one rounding, and may alias d_in);
 //   d_gamma[c] += Σ_{b,hw} d_out·x̂,  d_beta[c] += Σ_{b,hw} d_out  (+=). NULL gradients are skipped.
 // layer_norm_*: the same over the last dim of [N, C] (mean/rstd [N]; one group per row): computed by the
 //   group-norm code with HW = 1, G = 1.
@@ -13,8 +14,9 @@
 // group_norm_silu_*: group norm then SiLU in one op (backend.h GroupNormSilu*Fn): out = silu(n), n not stored;
 //   the backward recomputes n from in and the saved fp32 statistics.
 //
-// gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the thread count: every sum has
-// one fixed sequential order, and each channel's parameter gradient is reduced by a single thread.
+// gamma/beta may be NULL (identity affine). out may alias in; d_in may alias d_out. Determinism independent of the
+// thread count: every sum has one fixed sequential order, and each channel's parameter gradient is reduced by a
+// single thread.
 //
 // *_bf16 (the mixed-precision path): in/out, d_out/d_in are bf16 (uint16_t bits); gamma, beta, mean, rstd and
 //   d_gamma/d_beta stay fp32. The bf16 tensors are widened exactly to fp32 scratch, the fp32 op above runs on
@@ -68,8 +70,8 @@ void cpu_group_norm_forward(Backend *be, float *out, float *mean, float *rstd, c
 }
 
 void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                             const float *in, const float *mean, const float *rstd, const float *gamma,
-                             int B, int HW, int C, int G) {
+                             const float *d_residual, const float *in, const float *mean, const float *rstd,
+                             const float *gamma, int B, int HW, int C, int G) {
     DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
     const int Cg = C / G;
     const double count = (double)HW * Cg;
@@ -126,7 +128,8 @@ void cpu_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_
                         const size_t k = base + (size_t)i * C + c;
                         const double gh = (double)d_out[k] * (gamma ? gamma[g * Cg + c] : 1.0f);
                         const double xh = ((double)in[k] - m) * r;
-                        d_in[k] = (float)(r * (gh - a - xh * bx));
+                        const double res = d_residual ? (double)d_residual[k] : 0.0;  // read before d_in[k] is written
+                        d_in[k] = (float)(r * (gh - a - xh * bx) + res);
                     }
             }
         }
@@ -145,8 +148,8 @@ void cpu_group_norm_silu_forward(Backend *be, float *out, float *mean, float *rs
 }
 
 void cpu_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                                  const float *in, const float *mean, const float *rstd, const float *gamma,
-                                  const float *beta, int B, int HW, int C, int G) {
+                                  const float *d_residual, const float *in, const float *mean, const float *rstd,
+                                  const float *gamma, const float *beta, int B, int HW, int C, int G) {
     DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
     const size_t n = (size_t)B * HW * C;
     if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
@@ -163,7 +166,7 @@ void cpu_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, floa
         }
     }
     cpu_activation_backward(be, ACT_SILU, dy, d_out, dy, n);  // dy = d_out·silu'(n), in place over n
-    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, dy, in, mean, rstd, gamma, B, HW, C, G);
+    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, dy, d_residual, in, mean, rstd, gamma, B, HW, C, G);
     free(dy);
 }
 
@@ -178,10 +181,11 @@ void cpu_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, c
 }
 
 void cpu_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta, const float *d_out,
-                             const float *in, const float *mean, const float *rstd, const float *gamma,
-                             int N, int C) {
+                             const float *d_residual, const float *in, const float *mean, const float *rstd,
+                             const float *gamma, int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
-    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, N, 1, C, 1);  // d_in [N, C]
+    cpu_group_norm_backward(be, d_in, d_gamma, d_beta, d_out, d_residual, in, mean, rstd, gamma, N, 1, C,
+                            1);  // d_in [N, C]
 }
 
 // ---- bf16 storage variants ----------------------------------------------------------------------------------
@@ -199,21 +203,35 @@ void cpu_group_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float 
     free(x);
 }
 
+// The widened operands of a bf16 backward, in one scratch block: dy [n] (becomes d_in in place) | x [n] | the
+// residual gradient [n] (res NULL when there is none). Free with free(w.dy).
+typedef struct {
+    float *dy, *x, *res;
+} WideBackward;
+
+static WideBackward widen_backward(Backend *be, const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                   size_t n, const char *what) {
+    WideBackward w;
+    w.dy = DF_MALLOC((d_residual ? 3 : 2) * n * sizeof(float), what);
+    w.x = w.dy + n;
+    w.res = d_residual ? w.dy + 2 * n : NULL;
+    cpu_cast_bf16_to_f32(be, w.dy, d_out, n);
+    cpu_cast_bf16_to_f32(be, w.x, in, n);
+    if (d_residual) cpu_cast_bf16_to_f32(be, w.res, d_residual, n);
+    return w;
+}
+
+// d_in = d_out on the scratch is allowed below (the parameter gradients read d_out before d_in is written).
 void cpu_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta, const uint16_t *d_out,
-                                  const uint16_t *in, const float *mean, const float *rstd, const float *gamma,
-                                  int B, int HW, int C, int G) {
+                                  const uint16_t *d_residual, const uint16_t *in, const float *mean, const float *rstd,
+                                  const float *gamma, int B, int HW, int C, int G) {
     DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
     const size_t n = (size_t)B * HW * C;
     if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
-    // One scratch block: dy [B, HW, C] (becomes d_in in place) | x [B, HW, C]
-    float *scratch = DF_MALLOC(2 * n * sizeof(float), "group_norm_backward_bf16 scratch");
-    float *dy = scratch, *x = scratch + n;
-    cpu_cast_bf16_to_f32(be, dy, d_out, n);
-    cpu_cast_bf16_to_f32(be, x, in, n);
-    // d_in = d_out on the scratch is allowed (the parameter gradients read d_out before d_in is written).
-    cpu_group_norm_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, B, HW, C, G);
-    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
-    free(scratch);
+    WideBackward w = widen_backward(be, d_out, d_residual, in, n, "group_norm_backward_bf16 scratch");  // [B, HW, C]
+    cpu_group_norm_backward(be, d_in ? w.dy : NULL, d_gamma, d_beta, w.dy, w.res, w.x, mean, rstd, gamma, B, HW, C, G);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, w.dy, n);
+    free(w.dy);
 }
 
 void cpu_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
@@ -229,19 +247,17 @@ void cpu_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, float *mean, f
 }
 
 void cpu_group_norm_silu_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                       const uint16_t *d_out, const uint16_t *in, const float *mean, const float *rstd,
-                                       const float *gamma, const float *beta, int B, int HW, int C, int G) {
+                                       const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                       const float *mean, const float *rstd, const float *gamma, const float *beta,
+                                       int B, int HW, int C, int G) {
     DF_CHECK(B >= 0 && HW > 0 && C > 0 && G > 0 && C % G == 0, "group norm needs C divisible by G, HW > 0");
     const size_t n = (size_t)B * HW * C;
     if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
-    float *scratch = DF_MALLOC(2 * n * sizeof(float), "group_norm_silu_backward_bf16 scratch");
-    float *dy = scratch, *x = scratch + n;  // [B, HW, C] each; dy becomes d_in in place
-    cpu_cast_bf16_to_f32(be, dy, d_out, n);
-    cpu_cast_bf16_to_f32(be, x, in, n);
-    cpu_group_norm_silu_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, beta, B, HW, C,
-                                 G);
-    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
-    free(scratch);
+    WideBackward w = widen_backward(be, d_out, d_residual, in, n, "group_norm_silu_backward_bf16 scratch");
+    cpu_group_norm_silu_backward(be, d_in ? w.dy : NULL, d_gamma, d_beta, w.dy, w.res, w.x, mean, rstd, gamma, beta,
+                                 B, HW, C, G);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, w.dy, n);
+    free(w.dy);
 }
 
 void cpu_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
@@ -257,16 +273,13 @@ void cpu_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float 
 }
 
 void cpu_layer_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta, const uint16_t *d_out,
-                                  const uint16_t *in, const float *mean, const float *rstd, const float *gamma,
-                                  int N, int C) {
+                                  const uint16_t *d_residual, const uint16_t *in, const float *mean, const float *rstd,
+                                  const float *gamma, int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer norm needs C > 0");
     const size_t n = (size_t)N * C;
     if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
-    float *scratch = DF_MALLOC(2 * n * sizeof(float), "layer_norm_backward_bf16 scratch");
-    float *dy = scratch, *x = scratch + n;  // [N, C] each
-    cpu_cast_bf16_to_f32(be, dy, d_out, n);
-    cpu_cast_bf16_to_f32(be, x, in, n);
-    cpu_layer_norm_backward(be, d_in ? dy : NULL, d_gamma, d_beta, dy, x, mean, rstd, gamma, N, C);
-    if (d_in) cpu_cast_f32_to_bf16(be, d_in, dy, n);
-    free(scratch);
+    WideBackward w = widen_backward(be, d_out, d_residual, in, n, "layer_norm_backward_bf16 scratch");  // [N, C]
+    cpu_layer_norm_backward(be, d_in ? w.dy : NULL, d_gamma, d_beta, w.dy, w.res, w.x, mean, rstd, gamma, N, C);
+    if (d_in) cpu_cast_f32_to_bf16(be, d_in, w.dy, n);
+    free(w.dy);
 }

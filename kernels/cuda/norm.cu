@@ -7,7 +7,8 @@
 //     double with the unrounded statistics. out may alias in.
 //   layer norm: x [N, C] normalised over C; mean/rstd [N] (written); out [N, C] likewise.
 //   backward (both): with x̂ = (x − mean)·rstd (the saved fp32 statistics) and n the count normalised over,
-//     d_in    = rstd · (dy·γ − Σ(dy·γ)/n − x̂ · Σ(dy·γ·x̂)/n)     (written, =; sums over the group/row)
+//     d_in    = rstd · (dy·γ − Σ(dy·γ)/n − x̂ · Σ(dy·γ·x̂)/n) + d_residual   (written, =; sums over the
+//               group/row; d_residual may be NULL, is added in double before the one rounding, may alias d_in)
 //     d_gamma [C] += Σ_rows dy·x̂,  d_beta [C] += Σ_rows dy        (accumulated, +=, rounded once)
 //     any gradient pointer may be NULL (skipped); gamma/beta may be NULL (identity affine), as on the CPU.
 //   The same formulas and precision as kernels/cpu/norm.c, so the backends agree to fp32 rounding.
@@ -166,8 +167,8 @@ group_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in,
 // (beta is read only then).
 template <typename T, int V, bool SILU>
 static __global__ void __launch_bounds__(GN_THREADS)
-group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const float *mean, const float *rstd,
-                                 const float *gamma, const float *beta, int HW, int C, int G) {
+group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *d_res, const T *in, const float *mean,
+                                 const float *rstd, const float *gamma, const float *beta, int HW, int C, int G) {
     __shared__ double sh[33];
     const int bg = blockIdx.x;
     const int b = bg / G, g = bg - (bg / G) * G;
@@ -175,6 +176,7 @@ group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
     const double count = (double)HW * Cg;
     const size_t base = (size_t)b * HW * C + (size_t)g * Cg;
     const T *x = in + base, *dy = d_out + base;  // group views, as in the forward
+    const T *res = d_res ? d_res + base : NULL;
     T *dx = d_in + base;
     const double mu = mean[bg], rs = rstd[bg];
 
@@ -201,15 +203,16 @@ group_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
     for (GroupWalk w(Cu); w.hw < HW; w.next()) {
         const size_t i = (size_t)w.hw * C + (size_t)w.c * V;
         const int ch = g * Cg + w.c * V;
-        float xv[V], dv[V], o[V];
+        float xv[V], dv[V], rv[V] = {}, o[V];
         Vec<T, V>::load(x + i, xv);
         Vec<T, V>::load(dy + i, dv);
+        if (res) Vec<T, V>::load(res + i, rv);  // read before dx (which it may alias) is written
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const double xhat = ((double)xv[k] - mu) * rs;
             const double dy = norm_output_grad<SILU>(dv[k], xhat, gamma, beta, ch + k);
             const double dyg = dy * gamma_at(gamma, ch + k);
-            o[k] = (float)(rs * (dyg - m1 - xhat * m2));
+            o[k] = (float)(rs * (dyg - m1 - xhat * m2) + (double)rv[k]);
         }
         Vec<T, V>::store(dx + i, o);
     }
@@ -266,12 +269,13 @@ layer_norm_forward_kernel(T *out, float *mean_out, float *rstd_out, const T *in,
 
 template <typename T, int V>
 static __global__ void __launch_bounds__(LN_ROWS * 32)
-layer_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const float *mean, const float *rstd,
-                                 const float *gamma, int N, int C) {
+layer_norm_backward_input_kernel(T *d_in, const T *d_out, const T *d_res, const T *in, const float *mean,
+                                 const float *rstd, const float *gamma, int N, int C) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5);
     if (row >= N) return;
     const T *x = in + (size_t)row * C, *dy = d_out + (size_t)row * C;  // [C]
+    const T *res = d_res ? d_res + (size_t)row * C : NULL;              // [C]
     T *dx = d_in + (size_t)row * C;                                     // [C]
     const double mu = mean[row], rs = rstd[row];
     const int Cu = C / V;
@@ -291,14 +295,15 @@ layer_norm_backward_input_kernel(T *d_in, const T *d_out, const T *in, const flo
     const double m1 = warp_sum(s1) / (double)C;
     const double m2 = warp_sum(s2) / (double)C;
     for (int c = lane; c < Cu; c += 32) {
-        float xv[V], dv[V], o[V];
+        float xv[V], dv[V], rv[V] = {}, o[V];
         Vec<T, V>::load(x + (size_t)c * V, xv);
         Vec<T, V>::load(dy + (size_t)c * V, dv);
+        if (res) Vec<T, V>::load(res + (size_t)c * V, rv);  // read before dx (which it may alias) is written
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const double xhat = ((double)xv[k] - mu) * rs;
             const double dyg = (double)dv[k] * gamma_at(gamma, c * V + k);
-            o[k] = (float)(rs * (dyg - m1 - xhat * m2));
+            o[k] = (float)(rs * (dyg - m1 - xhat * m2) + (double)rv[k]);
         }
         Vec<T, V>::store(dx + (size_t)c * V, o);
     }
@@ -405,10 +410,10 @@ static void check_group_shape(int B, int HW, int C, int G) {
 // The bf16 vector width: the widest V in {8, 4, 2} that divides `width` (the channels a unit walk covers:
 // a group's Cg, or a row's C) with every given bf16 pointer aligned to V values (NULL counts as aligned);
 // 1 otherwise. Row and group starts are then multiples of V values too, so every unit access is aligned.
-static int bf16_vec_width(int width, const void *p0, const void *p1, const void *p2) {
+static int bf16_vec_width(int width, const void *p0, const void *p1, const void *p2, const void *p3 = NULL) {
     for (int V = 8; V >= 2; V /= 2) {
         const uintptr_t mask = (uintptr_t)(2 * V - 1);
-        if (width % V == 0 && (((uintptr_t)p0 | (uintptr_t)p1 | (uintptr_t)p2) & mask) == 0) return V;
+        if (width % V == 0 && (((uintptr_t)p0 | (uintptr_t)p1 | (uintptr_t)p2 | (uintptr_t)p3) & mask) == 0) return V;
     }
     return 1;
 }
@@ -457,17 +462,17 @@ static void group_norm_forward_launch(Backend *be, T *out, float *mean, float *r
 // written next, may alias it), then d_in.
 template <typename T, bool SILU>
 static void group_norm_backward_launch(Backend *be, T *d_in, float *d_gamma, float *d_beta, const T *d_out,
-                                       const T *in, const float *mean, const float *rstd, const float *gamma,
-                                       const float *beta, int B, int HW, int C, int G) {
+                                       const T *d_res, const T *in, const float *mean, const float *rstd,
+                                       const float *gamma, const float *beta, int B, int HW, int C, int G) {
     check_group_shape(B, HW, C, G);
     if (B == 0 || HW == 0) return;
     norm_param_grads<T, SILU>(be, d_gamma, d_beta, d_out, in, mean, rstd, B * HW, C, HW, G, gamma, beta);
     if (!d_in) return;
     const unsigned grid = (unsigned)(B * G);
     cudaStream_t stream = cuda_stream(be);
-    const int V = sizeof(T) == 2 ? bf16_vec_width(C / G, d_in, d_out, in) : 1;
-    GN_VEC_LAUNCH(V, group_norm_backward_input_kernel, T, SILU, grid, stream, d_in, d_out, in, mean, rstd, gamma,
-                  beta, HW, C, G);  // d_in [B, HW, C]
+    const int V = sizeof(T) == 2 ? bf16_vec_width(C / G, d_in, d_out, in, d_res) : 1;
+    GN_VEC_LAUNCH(V, group_norm_backward_input_kernel, T, SILU, grid, stream, d_in, d_out, d_res, in, mean, rstd,
+                  gamma, beta, HW, C, G);  // d_in [B, HW, C]
     CUDA_LAUNCH_CHECK(SILU ? "group_norm_backward_input_kernel (fused SiLU)" : "group_norm_backward_input_kernel");
 }
 
@@ -478,10 +483,11 @@ extern "C" void cuda_group_norm_forward(Backend *be, float *out, float *mean, fl
 }
 
 extern "C" void cuda_group_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
-                                         const float *d_out, const float *in, const float *mean,
-                                         const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    group_norm_backward_launch<float, false>(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, NULL, B, HW, C,
-                                             G);
+                                         const float *d_out, const float *d_residual, const float *in,
+                                         const float *mean, const float *rstd, const float *gamma, int B, int HW,
+                                         int C, int G) {
+    group_norm_backward_launch<float, false>(be, d_in, d_gamma, d_beta, d_out, d_residual, in, mean, rstd, gamma, NULL,
+                                             B, HW, C, G);
 }
 
 extern "C" void cuda_group_norm_silu_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
@@ -491,11 +497,11 @@ extern "C" void cuda_group_norm_silu_forward(Backend *be, float *out, float *mea
 }
 
 extern "C" void cuda_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
-                                              const float *d_out, const float *in, const float *mean,
-                                              const float *rstd, const float *gamma, const float *beta, int B, int HW,
-                                              int C, int G) {
-    group_norm_backward_launch<float, true>(be, d_in, d_gamma, d_beta, d_out, in, mean, rstd, gamma, beta, B, HW, C,
-                                            G);
+                                              const float *d_out, const float *d_residual, const float *in,
+                                              const float *mean, const float *rstd, const float *gamma,
+                                              const float *beta, int B, int HW, int C, int G) {
+    group_norm_backward_launch<float, true>(be, d_in, d_gamma, d_beta, d_out, d_residual, in, mean, rstd, gamma, beta,
+                                            B, HW, C, G);
 }
 
 extern "C" void cuda_layer_norm_forward(Backend *be, float *out, float *mean, float *rstd, const float *in,
@@ -509,8 +515,8 @@ extern "C" void cuda_layer_norm_forward(Backend *be, float *out, float *mean, fl
 }
 
 extern "C" void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamma, float *d_beta,
-                                         const float *d_out, const float *in, const float *mean,
-                                         const float *rstd, const float *gamma, int N, int C) {
+                                         const float *d_out, const float *d_residual, const float *in,
+                                         const float *mean, const float *rstd, const float *gamma, int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer_norm_backward: N must be >= 0 and C > 0");
     if (N == 0) return;
     // HW = 1, G = 1: the statistic of row r is r (see norm_param_grad_partial_kernel).
@@ -518,7 +524,7 @@ extern "C" void cuda_layer_norm_backward(Backend *be, float *d_in, float *d_gamm
     if (d_in) {
         const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
         layer_norm_backward_input_kernel<float, 1><<<blocks, LN_ROWS * 32, 0, cuda_stream(be)>>>(
-            d_in, d_out, in, mean, rstd, gamma, N, C);
+            d_in, d_out, d_residual, in, mean, rstd, gamma, N, C);
         CUDA_LAUNCH_CHECK("layer_norm_backward_input_kernel");
     }
 }
@@ -533,10 +539,12 @@ extern "C" void cuda_group_norm_forward_bf16(Backend *be, uint16_t *out, float *
 }
 
 extern "C" void cuda_group_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                              const uint16_t *d_out, const uint16_t *in, const float *mean,
-                                              const float *rstd, const float *gamma, int B, int HW, int C, int G) {
-    group_norm_backward_launch<__nv_bfloat16, false>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out), as_bf16(in),
-                                                     mean, rstd, gamma, NULL, B, HW, C, G);
+                                              const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                              const float *mean, const float *rstd, const float *gamma, int B, int HW,
+                                              int C, int G) {
+    group_norm_backward_launch<__nv_bfloat16, false>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out),
+                                                     as_bf16(d_residual), as_bf16(in), mean, rstd, gamma, NULL, B, HW,
+                                                     C, G);
 }
 
 extern "C" void cuda_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd,
@@ -547,11 +555,12 @@ extern "C" void cuda_group_norm_silu_forward_bf16(Backend *be, uint16_t *out, fl
 }
 
 extern "C" void cuda_group_norm_silu_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                                   const uint16_t *d_out, const uint16_t *in, const float *mean,
-                                                   const float *rstd, const float *gamma, const float *beta, int B,
-                                                   int HW, int C, int G) {
-    group_norm_backward_launch<__nv_bfloat16, true>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out), as_bf16(in),
-                                                    mean, rstd, gamma, beta, B, HW, C, G);
+                                                   const uint16_t *d_out, const uint16_t *d_residual,
+                                                   const uint16_t *in, const float *mean, const float *rstd,
+                                                   const float *gamma, const float *beta, int B, int HW, int C, int G) {
+    group_norm_backward_launch<__nv_bfloat16, true>(be, as_bf16(d_in), d_gamma, d_beta, as_bf16(d_out),
+                                                    as_bf16(d_residual), as_bf16(in), mean, rstd, gamma, beta, B, HW,
+                                                    C, G);
 }
 
 extern "C" void cuda_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *mean, float *rstd, const uint16_t *in,
@@ -566,16 +575,16 @@ extern "C" void cuda_layer_norm_forward_bf16(Backend *be, uint16_t *out, float *
 }
 
 extern "C" void cuda_layer_norm_backward_bf16(Backend *be, uint16_t *d_in, float *d_gamma, float *d_beta,
-                                              const uint16_t *d_out, const uint16_t *in, const float *mean,
-                                              const float *rstd, const float *gamma, int N, int C) {
+                                              const uint16_t *d_out, const uint16_t *d_residual, const uint16_t *in,
+                                              const float *mean, const float *rstd, const float *gamma, int N, int C) {
     DF_CHECK(N >= 0 && C > 0, "layer_norm_backward_bf16: N must be >= 0 and C > 0");
     if (N == 0) return;
     norm_param_grads(be, d_gamma, d_beta, as_bf16(d_out), as_bf16(in), mean, rstd, N, C, 1, 1);
     if (d_in) {
         const unsigned blocks = (unsigned)((N + LN_ROWS - 1) / LN_ROWS);
-        const int V = bf16_vec_width(C, d_in, d_out, in);
+        const int V = bf16_vec_width(C, d_in, d_out, in, d_residual);
         BF16_VEC_LAUNCH(V, layer_norm_backward_input_kernel, blocks, LN_ROWS * 32, cuda_stream(be), as_bf16(d_in),
-                        as_bf16(d_out), as_bf16(in), mean, rstd, gamma, N, C);  // d_in [N, C]
+                        as_bf16(d_out), as_bf16(d_residual), as_bf16(in), mean, rstd, gamma, N, C);  // d_in [N, C]
         CUDA_LAUNCH_CHECK("layer_norm_backward_input_kernel (bf16)");
     }
 }
