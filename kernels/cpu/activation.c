@@ -42,18 +42,9 @@
 
 static inline float clampf(float x, float c) { return vm_max_(vm_min_(x, c), -c); }
 
-// SiLU: x·σ(x) = (x or x·e)/(1 + e) with e = e^−|x| (x < 0 keeps the tail's relative accuracy).
-static inline float silu_f(float x) {
-    const float e = vm_expf(-vm_abs_(x)), xe = x * e;
-    return vm_sel_(isless(x, 0.0f), xe, x) / (1.0f + e);
-}
-// σ(x) + x·σ(x)(1 − σ(x)), with σ(1 − σ) = e·d² (d = 1/(1 + e)): no 1 − σ cancellation for large x.
-static inline float silu_grad(float x) {
-    const float e = vm_expf(-vm_abs_(x));
-    const float d = 1.0f / (1.0f + e);
-    const float ed = e * d, s = vm_sel_(isless(x, 0.0f), ed, d);
-    return s + x * (ed * d);
-}
+// SiLU and its derivative: vmath.h's (the fused group norm + SiLU in norm.c uses them too).
+static inline float silu_f(float x) { return vm_siluf(x); }
+static inline float silu_grad(float x) { return vm_silu_gradf(x); }
 
 // GELU tanh: x·σ(2u), u = β(x + κx³).
 static inline float gelu_tanh_f(float x) {

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 
 #include "cpu_ops.h"
+#include "vmath.h"
 
 // Channels per tile in the parameter-gradient reductions (one thread owns a tile across all rows).
 #define NORM_CH_TILE 16
@@ -154,18 +155,23 @@ void cpu_group_norm_silu_backward(Backend *be, float *d_in, float *d_gamma, floa
     const size_t n = (size_t)B * HW * C;
     if (n == 0 || (!d_in && !d_gamma && !d_beta)) return;
     const int Cg = C / G;
-    float *dy = DF_MALLOC(n * sizeof(float), "group_norm_silu_backward scratch");  // n, then dy [B, HW, C]
-#pragma omp parallel for schedule(static)
-    for (int bi = 0; bi < B * HW; bi++) {
-        const int b = bi / HW;
-        for (int c = 0; c < C; c++) {
-            const size_t k = (size_t)bi * C + c;
-            const int stat = b * G + c / Cg;
-            const double xh = ((double)in[k] - (double)mean[stat]) * (double)rstd[stat];
-            dy[k] = (float)(xh * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f));
+    // dy [B, HW, C] = d_out·silu'(n), n recomputed, in one pass; per image the statistics and affine per channel
+    // [4, C] (mean, rstd, gamma, beta), so the row loop is contiguous and vectorises
+    float *dy = DF_MALLOC((n + 4 * (size_t)C) * sizeof(float), "group_norm_silu_backward scratch");
+    float *mc = dy + n, *rc = mc + C, *gc = rc + C, *bc = gc + C;
+    for (int c = 0; c < C; c++) gc[c] = gamma ? gamma[c] : 1.0f, bc[c] = beta ? beta[c] : 0.0f;
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < C; c++) mc[c] = mean[b * G + c / Cg], rc[c] = rstd[b * G + c / Cg];
+        const size_t base = (size_t)b * HW * C;
+#pragma omp parallel for schedule(static) if ((size_t)HW * C >= 32768)
+        for (int i = 0; i < HW; i++) {
+            const size_t row = base + (size_t)i * C;
+            for (int c = 0; c < C; c++) {
+                const double xh = ((double)in[row + c] - (double)mc[c]) * (double)rc[c];
+                dy[row + c] = d_out[row + c] * vm_silu_gradf((float)(xh * gc[c] + bc[c]));
+            }
         }
     }
-    cpu_activation_backward(be, ACT_SILU, dy, d_out, dy, n);  // dy = d_out·silu'(n), in place over n
     cpu_group_norm_backward(be, d_in, d_gamma, d_beta, dy, d_residual, in, mean, rstd, gamma, B, HW, C, G);
     free(dy);
 }

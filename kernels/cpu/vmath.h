@@ -102,6 +102,19 @@ static inline float vm_sigmoidf(float x) {
     return vm_sel_(isless(x, 0.0f), e, 1.0f) / (1.0f + e);
 }
 
+// SiLU x·σ(x) = (x or x·e)/(1 + e) with e = e^−|x| (x < 0 keeps the tail's relative accuracy).
+static inline float vm_siluf(float x) {
+    const float e = vm_expf(-vm_abs_(x)), xe = x * e;
+    return vm_sel_(isless(x, 0.0f), xe, x) / (1.0f + e);
+}
+// SiLU's derivative σ(x) + x·σ(x)(1 − σ(x)), with σ(1 − σ) = e·d² (d = 1/(1 + e)): no 1 − σ cancellation for large x.
+static inline float vm_silu_gradf(float x) {
+    const float e = vm_expf(-vm_abs_(x));
+    const float d = 1.0f / (1.0f + e);
+    const float ed = e * d, s = vm_sel_(isless(x, 0.0f), ed, d);
+    return s + x * (ed * d);
+}
+
 // tanh(x).
 static inline float vm_tanhf(float x) {
     float t = vm_abs_(x);
