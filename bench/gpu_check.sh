@@ -94,7 +94,7 @@ if [ $quick -eq 0 ]; then
   log "bf16 linear forward with its bias through the fallback (cublasGemmEx into fp32 + a bias kernel)"
   DIFFURL_CUDA_LINEAR=gemmex ./build-gpu/diffurl bench ops --device cuda --filter linear_bf16 \
       >"$OUT/bench_linear_gemmex.txt" 2>&1 || bench_rc=$?
-  log "bf16 conv backward with 256 MiB im2col chunks (the default is half the L2)"
+  log "bf16 conv backward with 256 MiB im2col chunks (the default picks L2-sized chunks where they save bytes)"
   DIFFURL_CONV_COL_MB=256 ./build-gpu/diffurl bench ops --device cuda --filter conv \
       >"$OUT/bench_conv_col256.txt" 2>&1 || bench_rc=$?
   log "UNet and sampling benchmarks (cuda, SD-1.5 config, fp32)"

@@ -50,10 +50,13 @@
 //       d_weight [Cout, KH*KW*Cin] += d_out [rows, Cout]ᵀ · col [rows, KH*KW*Cin]   (bf16 operands, fp32
 //       accumulation on tensor cores, fp32 C, beta = 1)
 //     so dw is never rounded to bf16: it differs from the CPU reference (fp32 op on the widened operands) only
-//     by fp32 summation order. The 1×1 path gets the same precision. Images are processed in chunks whose col
-//     matrix fits half the GPU's L2 cache (at least one image; DIFFURL_CONV_COL_MB=n sets n MiB instead), so the
-//     col matrix the im2col writes is still in L2 when the GEMM reads it, and the next chunk overwrites it there:
-//     the 9× copy of a 3×3 convolution's input need not travel to memory. Chunks accumulate in a fixed order.
+//     by fp32 summation order. The 1×1 path gets the same precision. Images are processed in chunks, accumulated
+//     in a fixed order. Chunk size, by bytes moved: chunks whose col matrix fits half the GPU's L2 keep the 9×
+//     copy of a 3×3 convolution's input on chip (the GEMM reads it before the next chunk overwrites it), but each
+//     extra chunk re-reads and re-writes the fp32 d_weight; so L2-sized chunks are taken when one image's col
+//     fits and the col traffic they save (written and read once: 2× the whole col) exceeds the d_weight traffic
+//     they add (8·Cout·KH·KW·Cin bytes per extra chunk), else chunks of up to CONV_COL_BIG_BYTES.
+//     DIFFURL_CONV_COL_MB=n fixes the chunk at n MiB instead.
 //   d_bias (+=): column sums of d_out viewed as [B*Ho*Wo, Cout], read as bf16 and summed in fp32 by the fixed-order
 //     reduction of linear.cu (cuda_linear_backward_bf16 with only d_bias).
 //   Determinism: deterministic cuDNN algorithms only; cuBLAS GEMMs are bit-reproducible on one GPU model; no
@@ -565,10 +568,23 @@ static long conv_col_mb_from_env(void) {
     return mb;
 }
 
-// The im2col chunk budget in bytes (the environment is read once, at the first call).
-static size_t conv_col_budget(const CudaState *st) {
+#define CONV_COL_BIG_BYTES ((size_t)256 << 20)  // the chunk when L2-sized chunks do not pay
+
+// Images per im2col chunk for B images of `per_image` col bytes and a d_weight of dw_bytes (fp32) (see the
+// contract; the environment is read once, at the first call).
+static size_t conv_col_images(const CudaState *st, size_t per_image, size_t dw_bytes, int B) {
     static const long env_mb = conv_col_mb_from_env();  // thread-safe one-time initialisation (C++11)
-    return env_mb > 0 ? (size_t)env_mb << 20 : (size_t)st->props.l2CacheSize / 2;
+    size_t nb_big = CONV_COL_BIG_BYTES / per_image;
+    if (env_mb > 0) nb_big = ((size_t)env_mb << 20) / per_image;
+    nb_big = nb_big < 1 ? 1 : nb_big > (size_t)B ? (size_t)B : nb_big;
+    const size_t l2_half = (size_t)st->props.l2CacheSize / 2;
+    if (env_mb > 0 || per_image > l2_half) return nb_big;
+    const size_t nb_l2 = l2_half / per_image;  // >= 1
+    if (nb_l2 >= nb_big) return nb_big;
+    const size_t chunks_l2 = ((size_t)B + nb_l2 - 1) / nb_l2, chunks_big = ((size_t)B + nb_big - 1) / nb_big;
+    const double saved = 2.0 * (double)per_image * B;                    // col written and read, kept on chip
+    const double added = 2.0 * (double)dw_bytes * (double)(chunks_l2 - chunks_big);  // d_weight read + written
+    return saved > added ? nb_l2 : nb_big;
 }
 
 // d_weight [Cout, KH*KW*Cin] (fp32, +=) = Σ over image chunks of d_out_c [m, Cout]ᵀ · col_c [m, KH*KW*Cin], col_c the
@@ -580,9 +596,7 @@ static void conv_backward_filter_bf16(Backend *be, const Conv2dShape *s, float *
     const size_t KK = (size_t)s->KH * s->KW * s->C_in;
     DF_CHECK(KK <= 0x7fffffff, "conv2d backward bf16: KH*KW*Cin exceeds int range");
     const size_t per_image = (size_t)Ho * Wo * KK * sizeof(uint16_t);  // col bytes of one image
-    size_t nb_max = conv_col_budget(st) / per_image;
-    if (nb_max < 1) nb_max = 1;
-    if (nb_max > (size_t)s->B) nb_max = (size_t)s->B;
+    const size_t nb_max = conv_col_images(st, per_image, (size_t)s->C_out * KK * sizeof(float), s->B);
     DF_CHECK(nb_max * Ho * Wo <= 0x7fffffff, "conv2d backward bf16: a chunk's Ho*Wo rows exceed int range");
     // col [nb_max*Ho*Wo, KK] (bf16). The d_weight-only cuda_linear_backward_bf16 below uses no workspace, so col stays
     // valid across the loop; chunks reuse it in stream order.

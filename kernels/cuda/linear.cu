@@ -13,8 +13,8 @@
 //               bias, Lt    cublasLtMatmul with the bias in its epilogue (CUBLASLT_EPILOGUE_BIAS, fp32 compute):
 //                           the bias is added to the fp32 accumulators before the one rounding; the output is
 //                           written once, 2 bytes per value. The bias vector is fp32 where cuBLASLt takes that;
-//                           else (its documented rule: the bias in the output's type) the bias rounded to bf16,
-//                           at most half a bf16 step of the bias away from the reference;
+//                           else (its documented rule: the bias in the output's type) the bias rounded to bf16
+//                           first, a second rounding: the result may then be one bf16 step from the reference;
 //               fallback    (cuBLASLt offers no algorithm for the shape, alignment or fp32 bias; or
 //                           DIFFURL_CUDA_LINEAR=gemmex) cublasGemmEx into an fp32 workspace, then a kernel adds
 //                           the bias and rounds: the same numbers, 8 more bytes of traffic per output value.
@@ -41,6 +41,7 @@
 // fp32 GEMMs run in true fp32: the handle's math mode is CUBLAS_DEFAULT_MATH (set in backend_cuda.cu), which
 // never uses TF32 for cublasSgemm. The d_bias column sums use a fixed-order two-stage reduction (no atomics),
 // so results are bit-identical run to run.
+#include <stdio.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -193,7 +194,7 @@ static void gemm_bf16_result(CudaState *st, cublasOperation_t op_a, int m, int n
 // BIAS epilogue), the three layouts and the heuristic's first algorithm among those without split-K reduction,
 // within LT_MAX_WORKSPACE. The bias is offered as fp32 first; cuBLASLt documents the bias in D's type (bf16), so
 // when it has no fp32-bias algorithm the plan takes a bf16 bias (bias_bf16: each call rounds the fp32 bias into
-// the workspace first, so the result is at most half a bf16 step of the bias from the single-rounding reference).
+// the workspace first: a second rounding, so a result may be one bf16 step from the single-rounding reference).
 // ok = false records that cuBLASLt offered neither, so the fallback runs without asking again. Cached in a small
 // static table like conv2d.cu's plans (one host thread drives a backend).
 #define LT_PLAN_SLOTS 64
@@ -220,6 +221,17 @@ static int ptr_alignment(const void *p) {
     return align;
 }
 
+// Says once per process, on stderr, which bf16 linear path the first plan took (a GPU run's log then shows whether
+// cuBLASLt took the fp32 bias, only a bf16 one, or none).
+static void lt_report_tier(const LtPlan *p) {
+    static bool reported = false;
+    if (reported) return;
+    reported = true;
+    fprintf(stderr, "diffurl: bf16 linear with bias [%d, %d] x [%d, %d]^T: %s\n", p->M, p->K, p->N, p->K,
+            !p->ok ? "no cuBLASLt algorithm, cublasGemmEx + bias kernel" :
+            p->bias_bf16 ? "cuBLASLt bias epilogue, bias rounded to bf16" : "cuBLASLt bias epilogue, fp32 bias");
+}
+
 static void lt_plan_release(LtPlan *p) {
     if (p->desc) CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
     if (p->a) CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->a));
@@ -228,18 +240,25 @@ static void lt_plan_release(LtPlan *p) {
     memset(p, 0, sizeof *p);
 }
 
-// Asks the heuristic for an algorithm with the bias as `bias_type` at `bias` (only its alignment is read);
-// true (and p->algo, p->ws set) when there is one. NOT_SUPPORTED is an answer, not an error.
-static bool lt_find_algo(CudaState *st, LtPlan *p, cublasLtMatmulPreference_t pref, const void *bias,
+// An address with exactly `align` bytes of alignment (a power of two <= 16): what the heuristic is shown for the
+// bias, so that the algorithm is chosen for the alignment the plan's key promises and no more. Never dereferenced.
+static const void *alignment_probe(int align) { return (const void *)(uintptr_t)(4096 + align); }
+
+// Asks the heuristic for an algorithm with the bias as `bias_type` at an address of `bias_align` bytes' alignment;
+// true (and p->algo, p->ws set) when there is one. Any refusal is an answer (the fp32 bias for a bf16 result is
+// not in cuBLASLt's documentation, so the status it gives for it is not known); only a library that cannot run at
+// all stops here.
+static bool lt_find_algo(CudaState *st, LtPlan *p, cublasLtMatmulPreference_t pref, int bias_align,
                          cudaDataType_t bias_type) {
     const int32_t type = bias_type;
+    const void *bias = alignment_probe(bias_align);
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(st->cublaslt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
                                                              &result, &found);
-    if (hs != CUBLAS_STATUS_SUCCESS && hs != CUBLAS_STATUS_NOT_SUPPORTED)
+    if (hs == CUBLAS_STATUS_NOT_INITIALIZED || hs == CUBLAS_STATUS_ALLOC_FAILED)
         DF_FATAL("cuBLASLt heuristic for the bf16 linear [%d, %d] x [%d, %d]^T failed: %s (%d)", p->M, p->K, p->N, p->K,
                  cublasGetStatusName(hs), (int)hs);
     if (hs != CUBLAS_STATUS_SUCCESS || found < 1 || result.state != CUBLAS_STATUS_SUCCESS) return false;
@@ -261,10 +280,9 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
     LtPlan *p = NULL;
     for (int i = 0; i < LT_PLAN_SLOTS && !p; i++)
         if (!lt_plans[i].used) p = &lt_plans[i];
-    if (!p) {  // table full: evict round-robin
+    if (!p) {  // table full: evict round-robin (descriptors live on the host and are read at enqueue: no sync)
         p = &lt_plans[lt_next_evict];
         lt_next_evict = (lt_next_evict + 1) % LT_PLAN_SLOTS;
-        CUDA_CHECK(cudaStreamSynchronize(st->stream));  // nothing queued may still use its descriptors
         lt_plan_release(p);
     }
     p->used = true;
@@ -298,11 +316,11 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
                                                       sizeof al_d));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
                                                       sizeof al_d));
-    // bf16 bias: it will sit at a 256-byte boundary of the workspace, so any 16-byte-aligned address stands in
-    alignas(16) static const uint16_t aligned_probe[8] = {0};
-    p->ok = lt_find_algo(st, p, pref, bias, CUDA_R_32F);
-    if (!p->ok) p->ok = p->bias_bf16 = lt_find_algo(st, p, pref, aligned_probe, CUDA_R_16BF);
+    // the fp32 bias at its own alignment; else the bf16 copy, at a 256-byte boundary of the workspace
+    p->ok = lt_find_algo(st, p, pref, align[3], CUDA_R_32F);
+    if (!p->ok) p->ok = p->bias_bf16 = lt_find_algo(st, p, pref, 16, CUDA_R_16BF);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    lt_report_tier(p);
     return p;
 }
 
@@ -345,9 +363,15 @@ extern "C" void cuda_linear_forward_bf16(Backend *be, uint16_t *out, const uint1
                                                         sizeof bias_arg));
             // outᵀ (N×M, ld N) = weight (op T of the K×N buffer) · inᵀ (K×M) + bias per row of outᵀ (= per output
             // feature); C is D with beta 0, so it is not read
-            CUBLAS_CHECK(cublasLtMatmul(st->cublaslt, p->desc, &one, weight, p->a, in, p->b, &zero, out, p->d, out,
-                                        p->d, &p->algo, ws, p->ws, st->stream));
-            return;
+            const cublasStatus_t ms = cublasLtMatmul(st->cublaslt, p->desc, &one, weight, p->a, in, p->b, &zero, out,
+                                                     p->d, out, p->d, &p->algo, ws, p->ws, st->stream);
+            if (ms == CUBLAS_STATUS_SUCCESS) return;
+            if (ms != CUBLAS_STATUS_NOT_SUPPORTED && ms != CUBLAS_STATUS_INVALID_VALUE)
+                CUBLAS_CHECK(ms);  // stops with the status
+            // refused at launch (nothing was queued): this plan takes the fallback from now on
+            fprintf(stderr, "diffurl: cublasLtMatmul refused the bf16 linear [%d, %d] x [%d, %d]^T (%s): "
+                    "cublasGemmEx + bias kernel for this shape\n", M, K, N, K, cublasGetStatusName(ms));
+            p->ok = false;
         }
     }
     const size_t total = (size_t)M * N;

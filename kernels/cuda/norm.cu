@@ -429,15 +429,20 @@ static int bf16_vec_width(int width, const void *p0, const void *p1, const void 
         }                                                                                       \
     } while (0)
 
-// Launches the group-norm KERNEL<T, V, SILU> (GN_THREADS per block) for the runtime V in {8, 4, 2, 1}.
-#define GN_VEC_LAUNCH(V, KERNEL, T, SILU, GRID, STREAM, ...)                                  \
-    do {                                                                                      \
-        switch (V) {                                                                          \
-        case 8: KERNEL<T, 8, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
-        case 4: KERNEL<T, 4, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
-        case 2: KERNEL<T, 2, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
-        default: KERNEL<T, 1, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break; \
-        }                                                                                     \
+// Launches the group-norm KERNEL<T, V, SILU> (GN_THREADS per block) for the runtime V in {8, 4, 2, 1}; fp32 data
+// always move one value per access (only V = 1 is instantiated for them).
+#define GN_VEC_LAUNCH(V, KERNEL, T, SILU, GRID, STREAM, ...)                                      \
+    do {                                                                                          \
+        if constexpr (sizeof(T) == 2) {                                                           \
+            switch (V) {                                                                          \
+            case 8: KERNEL<T, 8, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+            case 4: KERNEL<T, 4, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+            case 2: KERNEL<T, 2, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break;  \
+            default: KERNEL<T, 1, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__); break; \
+            }                                                                                     \
+        } else {                                                                                  \
+            KERNEL<T, 1, SILU><<<(GRID), GN_THREADS, 0, (STREAM)>>>(__VA_ARGS__);                 \
+        }                                                                                         \
     } while (0)
 
 static inline __nv_bfloat16 *as_bf16(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
