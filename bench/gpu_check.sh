@@ -126,6 +126,7 @@ if [ $quick -eq 0 ]; then
   grep -E "tests passed" "$OUT/ctest_gpu.log" "$OUT"/ctest_cpu.log 2>/dev/null
   tail -60 "$OUT/bench_ops_cuda.txt"
   for path in fma gemm tc-sync; do echo "-- DIFFURL_CUDA_ATTENTION=$path"; grep attn "$OUT/bench_attn_$path.txt"; done
+  echo "-- bf16 linear path taken:"; grep -h "bf16 linear with bias\|cublasLtMatmul refused" "$OUT"/bench_*.txt | sort -u
   echo "-- DIFFURL_CUDA_LINEAR=gemmex"; grep linear_bf16 "$OUT/bench_linear_gemmex.txt"
   echo "-- DIFFURL_CONV_COL_MB=256"; grep "bf16.bwd" "$OUT/bench_conv_col256.txt"
   grep -A4 "^results" "$OUT/bench_unet_sd15.txt" "$OUT/bench_unet_sd15_bf16.txt" "$OUT/bench_sample_sd15.txt"
