@@ -62,17 +62,20 @@ static void linear_counts(Backend *be, int M, int K, int N, double E, bool fwd, 
     *flops_of(be) += ((d_in ? 2.0 : 0.0) + (d_w ? 2.0 : 0.0)) * mk * N;
     add_bytes(be, E * mn + (d_in ? E * (nk + mk) : 0.0) + (d_w ? E * mk + 8.0 * nk : 0.0) + (bias ? 8.0 * N : 0.0));
 }
-static void count_linear_forward(Backend *be, float *out, const float *in, const float *w, const float *b, int M,
-                                 int K, int N) {
+// A residual added in the forward is one more [M, N] read.
+static void count_linear_forward(Backend *be, float *out, const float *in, const float *w, const float *b,
+                                 const float *res, int M, int K, int N) {
     linear_counts(be, M, K, N, 4.0, true, false, false, b != NULL);
+    if (res) add_bytes(be, 4.0 * M * (double)N);
 }
 static void count_linear_backward(Backend *be, float *d_in, float *d_w, float *d_b, const float *d_out,
                                   const float *in, const float *w, int M, int K, int N) {
     linear_counts(be, M, K, N, 4.0, false, d_in != NULL, d_w != NULL, d_b != NULL);
 }
 static void count_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w,
-                                      const float *b, int M, int K, int N) {
+                                      const float *b, const uint16_t *res, int M, int K, int N) {
     linear_counts(be, M, K, N, 2.0, true, false, false, b != NULL);
+    if (res) add_bytes(be, 2.0 * M * (double)N);
 }
 // Attention: q, out [B, Lq, HD], k, v [B, Lk, HD], lse [B, heads, Lq] fp32; the backward reads q, k, v, d_out, out
 // and lse and writes d_q, d_k, d_v.

@@ -123,18 +123,21 @@ static void run_conv_bf16_bwd(Backend *be, void *p) {  // d_in (bf16), d_weight,
     Args *x = p;
     be->conv2d_backward_bf16(be, &x->conv, x->hd, x->f, x->g, x->hc, x->ha, x->hb);
 }
-static void run_linear_fwd(Backend *be, void *p) { Args *x = p; be->linear_forward(be, x->c, x->a, x->b, x->d, x->M, x->K, x->N); }
+static void run_linear_fwd(Backend *be, void *p) {
+    Args *x = p;
+    be->linear_forward(be, x->c, x->a, x->b, x->d, NULL, x->M, x->K, x->N);
+}
 static void run_linear_bwd(Backend *be, void *p) {
     Args *x = p;
     be->linear_backward(be, x->e, x->f, x->g, x->c, x->a, x->b, x->M, x->K, x->N);
 }
 static void run_linear_bf16(Backend *be, void *p) {
     Args *x = p;
-    be->linear_forward_bf16(be, x->hc, x->ha, x->hb, NULL, x->M, x->K, x->N);
+    be->linear_forward_bf16(be, x->hc, x->ha, x->hb, NULL, NULL, x->M, x->K, x->N);
 }
 static void run_linear_bf16_bias(Backend *be, void *p) {  // the bias in the GEMM's epilogue on CUDA (linear.cu)
     Args *x = p;
-    be->linear_forward_bf16(be, x->hc, x->ha, x->hb, x->d, x->M, x->K, x->N);
+    be->linear_forward_bf16(be, x->hc, x->ha, x->hb, x->d, NULL, x->M, x->K, x->N);
 }
 static void run_attn_fwd(Backend *be, void *p) { Args *x = p; be->attention_forward(be, &x->attn, x->d, x->e, x->a, x->b, x->c, 0.125f); }
 static void run_attn_bwd(Backend *be, void *p) {
@@ -739,8 +742,9 @@ static void pw_conv_b(Backend *be, const Conv2dShape *s, float *d_in, float *d_w
                       const float *in, const float *w) {
     PROF_CALL(conv_kind(s, false), conv2d_backward, s, d_in, d_w, d_b, d_out, in, w);
 }
-static void pw_lin_f(Backend *be, float *out, const float *in, const float *w, const float *b, int M, int K, int N) {
-    PROF_CALL("linear.fwd", linear_forward, out, in, w, b, M, K, N);
+static void pw_lin_f(Backend *be, float *out, const float *in, const float *w, const float *b, const float *res, int M,
+                     int K, int N) {
+    PROF_CALL("linear.fwd", linear_forward, out, in, w, b, res, M, K, N);
 }
 static void pw_lin_b(Backend *be, float *d_in, float *d_w, float *d_b, const float *d_out, const float *in,
                      const float *w, int M, int K, int N) {
@@ -839,9 +843,9 @@ static void pw_conv_b16(Backend *be, const Conv2dShape *s, uint16_t *d_in, float
     snprintf(name, sizeof name, "%s bf16", conv_kind(s, false));
     PROF_CALL(name, conv2d_backward_bf16, s, d_in, d_w, d_b, d_out, in, w);
 }
-static void pw_lin_f16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w, const float *b, int M,
-                       int K, int N) {
-    PROF_CALL("linear.fwd bf16", linear_forward_bf16, out, in, w, b, M, K, N);
+static void pw_lin_f16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *w, const float *b,
+                       const uint16_t *res, int M, int K, int N) {
+    PROF_CALL("linear.fwd bf16", linear_forward_bf16, out, in, w, b, res, M, K, N);
 }
 static void pw_lin_b16(Backend *be, uint16_t *d_in, float *d_w, float *d_b, const uint16_t *d_out,
                        const uint16_t *in, const uint16_t *w, int M, int K, int N) {

@@ -656,11 +656,12 @@ static void op_concat_bwd(UNet *m, Act *d_a, Act *d_b, const Act *d_out, int row
     else m->be->concat_backward(m->be, d_a, d_b, d_out, rows, Ca, Cb);
 }
 
-// out [M, N] = in [M, K] · Wᵀ + bias; w is the fp32 weight, w16 its bf16 working copy (used in bf16 mode).
+// out [M, N] = in [M, K] · Wᵀ + bias + res (res: a skip connection's input, may be NULL); w is the fp32 weight, w16
+// its bf16 working copy (used in bf16 mode).
 static void op_linear_fwd(UNet *m, Act *out, const Act *in, const float *w, const uint16_t *w16, const float *bias,
-                          int M, int K, int N) {
-    if (m->bf16) m->be->linear_forward_bf16(m->be, H16(out), CH16(in), w16, bias, M, K, N);
-    else m->be->linear_forward(m->be, out, in, w, bias, M, K, N);
+                          const Act *res, int M, int K, int N) {
+    if (m->bf16) m->be->linear_forward_bf16(m->be, H16(out), CH16(in), w16, bias, CH16(res), M, K, N);
+    else m->be->linear_forward(m->be, out, in, w, bias, res, M, K, N);
 }
 static void op_linear_bwd(UNet *m, Act *d_in, float *d_w, float *d_b, const Act *d_out, const Act *in,
                           const float *w, const uint16_t *w16, int M, int K, int N) {
@@ -668,17 +669,19 @@ static void op_linear_bwd(UNet *m, Act *d_in, float *d_w, float *d_b, const Act 
     else m->be->linear_backward(m->be, d_in, d_w, d_b, d_out, in, w, M, K, N);
 }
 
-static void lin_fwd(UNet *m, const Lin *l, Act *out, const Act *in, int rows) {
-    op_linear_fwd(m, out, in, P(l->w), W16(l->w), l->bias ? P(l->b) : NULL, rows, l->in, l->out);  // [rows, out]
+// out [rows, out] = the layer (with its adapter) applied to in, + res when given (the residual sum in one pass).
+static void lin_fwd_res(UNet *m, const Lin *l, Act *out, const Act *in, const Act *res, int rows) {
+    op_linear_fwd(m, out, in, P(l->w), W16(l->w), l->bias ? P(l->b) : NULL, res, rows, l->in, l->out);
     if (l->lora < 0) return;
     Lora *a = &m->loras[l->lora];
     int r = m->lora_rank;
     a->u = act(m, (size_t)rows * r);
-    op_linear_fwd(m, a->u, in, PL(a->a), WL16(a->a), NULL, rows, l->in, r);         // u = x Aᵀ [rows, r]
+    op_linear_fwd(m, a->u, in, PL(a->a), WL16(a->a), NULL, NULL, rows, l->in, r);   // u = x Aᵀ [rows, r]
     Act *up = act(m, (size_t)rows * l->out);
-    op_linear_fwd(m, up, a->u, PL(a->b), WL16(a->b), NULL, rows, r, l->out);        // u Bᵀ [rows, out]
+    op_linear_fwd(m, up, a->u, PL(a->b), WL16(a->b), NULL, NULL, rows, r, l->out);  // u Bᵀ [rows, out]
     op_axpby(m, out, 1.0f, out, m->lora_scale, up, (size_t)rows * l->out);
 }
+static void lin_fwd(UNet *m, const Lin *l, Act *out, const Act *in, int rows) { lin_fwd_res(m, l, out, in, NULL, rows); }
 
 // d_in (=, may be NULL) and the parameter gradients (+=): base weights when training them, the adapter always.
 static void lin_bwd(UNet *m, const Lin *l, Act *d_in, const Act *d_out, const Act *in, int rows) {
@@ -697,7 +700,7 @@ static void lin_bwd(UNet *m, const Lin *l, Act *d_in, const Act *d_out, const Ac
 
 // The time-embedding linears run in fp32 in both modes (tiny [B, T] vectors; no LoRA there).
 static void temb_lin_fwd(UNet *m, const Lin *l, float *out, const float *in, int rows) {
-    m->be->linear_forward(m->be, out, in, P(l->w), P(l->b), rows, l->in, l->out);
+    m->be->linear_forward(m->be, out, in, P(l->w), P(l->b), NULL, rows, l->in, l->out);
 }
 static void temb_lin_bwd(UNet *m, const Lin *l, float *d_in, const float *d_out, const float *in, int rows) {
     m->be->linear_backward(m->be, d_in, G(l->w), G(l->b), d_out, in, P(l->w), rows, l->in, l->out);
@@ -788,8 +791,9 @@ static void resnet_bwd(UNet *m, Resnet *r, const Act *d_out, Act *d_x) {
 
 // ---- attention and transformer blocks -----------------------------------------------------------------
 
-// out [B, Lq, dim] (=) = to_out(attention(to_q(x), to_k(src), to_v(src)))
-static void attn_fwd(UNet *m, Attn *a, Act *out, const Act *x, const Act *src, int B, int Lq, int Lk) {
+// out [B, Lq, dim] (=) = to_out(attention(to_q(x), to_k(src), to_v(src))) + res (the residual stream)
+static void attn_fwd(UNet *m, Attn *a, Act *out, const Act *x, const Act *src, const Act *res, int B, int Lq,
+                     int Lk) {
     a->x = x, a->src = src, a->B = B, a->Lq = Lq, a->Lk = Lk;
     size_t nq = (size_t)B * Lq * a->dim, nk = (size_t)B * Lk * a->dim;
     a->q_ = act(m, nq), a->k_ = act(m, nk), a->v_ = act(m, nk);
@@ -799,7 +803,7 @@ static void attn_fwd(UNet *m, Attn *a, Act *out, const Act *x, const Act *src, i
     a->att = act(m, nq), a->lse = m->inference ? NULL : f32(m, (size_t)B * a->heads * Lq);  // NULL: not saved
     AttentionShape s = {B, Lq, Lk, a->heads, a->dim / a->heads};
     op_attn_fwd(m, &s, a->att, a->lse, a->q_, a->k_, a->v_, 1.0f / sqrtf((float)s.head_dim));
-    lin_fwd(m, &a->out, out, a->att, B * Lq);
+    lin_fwd_res(m, &a->out, out, a->att, res, B * Lq);
 }
 
 // d_x (=) returned; d_src (=) into *d_src_out ([B, Lk, src_dim], allocated here).
@@ -852,12 +856,10 @@ static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     const Act *src1 = b->attn1.cross ? m->ctx_act : b->n1;
     // each attention's output goes straight into the residual sum (no buffer of its own kept in the arena)
     b->h1 = act(m, n);
-    attn_fwd(m, &b->attn1, b->h1, b->n1, src1, B, L, b->attn1.cross ? m->L : L);
-    add_into(m, b->h1, h, n);                                                          // h1 = attn1 + h
+    attn_fwd(m, &b->attn1, b->h1, b->n1, src1, h, B, L, b->attn1.cross ? m->L : L);   // h1 = attn1 + h
     b->n2 = ln_fwd(m, &b->ln2, &b->m2, &b->r2, b->h1, rows);
     b->h2 = act(m, n);
-    attn_fwd(m, &b->attn2, b->h2, b->n2, m->ctx_act, B, L, m->L);
-    add_into(m, b->h2, b->h1, n);                                                      // h2 = attn2 + h1
+    attn_fwd(m, &b->attn2, b->h2, b->n2, m->ctx_act, b->h1, B, L, m->L);              // h2 = attn2 + h1
     b->n3 = ln_fwd(m, &b->ln3, &b->m3, &b->r3, b->h2, rows);
     b->p = act(m, n * 8);
     lin_fwd(m, &b->ff_proj, b->p, b->n3, rows);                                        // [rows, 8·dim]
@@ -867,9 +869,8 @@ static Act *tblock_fwd(UNet *m, TBlock *b, const Act *h, int B, int L) {
     size_t mark = m->cur->used;
     Act *g = act(m, n * 4);
     op_geglu_fwd(m, g, b->p, rows, 4 * b->dim);                                        // [rows, 4·dim]
-    lin_fwd(m, &b->ff_out, out, g, rows);
+    lin_fwd_res(m, &b->ff_out, out, g, b->h2, rows);                                   // + h2
     m->cur->used = mark;
-    add_into(m, out, b->h2, n);
     return out;
 }
 
@@ -916,8 +917,7 @@ static void tx_fwd(UNet *m, Tx2D *t, Act *out, const Act *x, int B, int HW) {
     const Act *h = t->hin;
     for (int k = 0; k < t->nblocks; k++) h = tblock_fwd(m, &t->blocks[k], h, B, HW);
     t->hout = h;
-    lin_fwd(m, &t->proj_out, out, t->hout, B * HW);
-    add_into(m, out, x, n);
+    lin_fwd_res(m, &t->proj_out, out, t->hout, x, B * HW);                             // + x
 }
 
 // d_x [B, HW, C] (=, the caller's buffer, not d_out).

@@ -70,9 +70,10 @@ typedef void Conv2dForwardFn(Backend *be, const Conv2dShape *s, float *out, cons
 typedef void Conv2dBackwardFn(Backend *be, const Conv2dShape *s, float *d_in, float *d_weight,
                               float *d_bias, const float *d_out, const float *in, const float *weight);
 
-// linear: out [M,N] = in [M,K] · weight[N,K]ᵀ + bias [N] (bias may be NULL).
+// linear: out [M,N] = in [M,K] · weight[N,K]ᵀ + bias [N] + residual [M,N] (bias, residual may be NULL; residual,
+// a skip connection's input added in the same pass, may alias out).
 typedef void LinearForwardFn(Backend *be, float *out, const float *in, const float *weight,
-                             const float *bias, int M, int K, int N);
+                             const float *bias, const float *residual, int M, int K, int N);
 // d_in [M,K] (=), d_weight [N,K] (+=), d_bias [N] (+=); any may be NULL.
 typedef void LinearBackwardFn(Backend *be, float *d_in, float *d_weight, float *d_bias,
                               const float *d_out, const float *in, const float *weight, int M, int K, int N);
@@ -172,10 +173,10 @@ typedef void GaussianFillFn(Backend *be, float *out, size_t n, uint64_t seed, ui
 typedef void CastF32ToBf16Fn(Backend *be, uint16_t *out, const float *in, size_t n);
 typedef void CastBf16ToF32Fn(Backend *be, float *out, const uint16_t *in, size_t n);
 
-// bf16 GEMM for the mixed-precision path: out [M,N] (bf16) = in [M,K] (bf16) · weight[N,K]ᵀ (bf16),
-// fp32 accumulation, optional fp32 bias [N].
+// bf16 GEMM for the mixed-precision path: out [M,N] (bf16) = in [M,K] (bf16) · weight[N,K]ᵀ (bf16) + bias [N]
+// (fp32, optional) + residual [M,N] (bf16, optional, may alias out), fp32 accumulation, one rounding.
 typedef void LinearForwardBf16Fn(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
-                                 const float *bias, int M, int K, int N);
+                                 const float *bias, const uint16_t *residual, int M, int K, int N);
 
 // One stochastic DDIM step per sample and its log-probability — ddpo-pytorch's ddim_step_with_logprob.
 // Per-sample coefficients coef [B, DDIM_COEFS] (built on the host from the schedule, see ddim.h):

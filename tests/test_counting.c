@@ -31,7 +31,7 @@ int main(void) {
     expect_counts("conv2d backward bf16 (d_w only)", conv, 2 * n_out + 2 * n_in + 8 * n_w);
 
     // linear: in [5, 7], w [3, 7], out [5, 3]
-    be->linear_forward(be, p, p, p, NULL, 5, 7, 3);
+    be->linear_forward(be, p, p, p, NULL, NULL, 5, 7, 3);
     expect_counts("linear forward", 2.0 * 5 * 7 * 3, 4.0 * (35 + 21 + 15));
     be->linear_backward_bf16(be, q, p, p, q, q, q, 5, 7, 3);
     expect_counts("linear backward bf16", 4.0 * 5 * 7 * 3, 2.0 * 15 + 2.0 * (21 + 35) + (2.0 * 35 + 8.0 * 21) + 8.0 * 3);

@@ -28,7 +28,7 @@ typedef struct {
 
 static double linear_loss(void *ctx) {
     LinearLoss *c = ctx;
-    c->be->linear_forward(c->be, c->out, c->in, c->w, c->b, c->M, c->K, c->N);
+    c->be->linear_forward(c->be, c->out, c->in, c->w, c->b, NULL, c->M, c->K, c->N);
     return dot_f64(c->out, c->lw, (size_t)c->M * c->N);
 }
 
@@ -44,7 +44,7 @@ static void test_shape(Backend *be, TestRng *rng, int M, int K, int N, bool with
     float *out = test_alloc_normal(rng, n_out, 1.0f);  // garbage: forward must overwrite it
     float *ref = DF_MALLOC(n_out * sizeof(float), "ref");
 
-    be->linear_forward(be, out, in, w, b, M, K, N);
+    be->linear_forward(be, out, in, w, b, NULL, M, K, N);
     naive_forward(ref, in, w, b, M, K, N);
     snprintf(what, sizeof what, "forward vs naive (M=%d K=%d N=%d)", M, K, N);
     check_close(what, out, ref, n_out, 1e-5);
@@ -76,7 +76,7 @@ static void test_shape(Backend *be, TestRng *rng, int M, int K, int N, bool with
     // determinism: forward + backward again from the same prefill, bit-identical
     float *out2 = DF_MALLOC(n_out * sizeof(float), "out2"), *d_in2 = DF_MALLOC(n_in * sizeof(float), "d_in2");
     float *d_w2 = test_alloc_copy(d_w0, n_w), *d_b2 = test_alloc_copy(d_b0, N);
-    be->linear_forward(be, out2, in, w, b, M, K, N);
+    be->linear_forward(be, out2, in, w, b, NULL, M, K, N);
     be->linear_backward(be, d_in2, d_w2, with_bias ? d_b2 : NULL, d_out, in, w, M, K, N);
     CHECK(memcmp(out, out2, n_out * sizeof(float)) == 0, "forward bit-identical on rerun");
     CHECK(memcmp(d_in, d_in2, n_in * sizeof(float)) == 0, "d_in bit-identical on rerun");
@@ -108,13 +108,13 @@ static void test_bf16(Backend *be, TestRng *rng, int M, int K, int N, bool with_
     uint16_t *in16 = DF_MALLOC(n_in * 2, "in16"), *w16 = DF_MALLOC(n_w * 2, "w16"), *out16 = DF_MALLOC(n_out * 2, "o16");
     for (size_t i = 0; i < n_in; i++) in16[i] = f32_to_bf16(in[i]);
     for (size_t i = 0; i < n_w; i++) w16[i] = f32_to_bf16(w[i]);
-    be->linear_forward_bf16(be, out16, in16, w16, b, M, K, N);
+    be->linear_forward_bf16(be, out16, in16, w16, b, NULL, M, K, N);
     float *got = DF_MALLOC(n_out * sizeof(float), "got");
     for (size_t i = 0; i < n_out; i++) got[i] = bf16_to_f32(out16[i]);
 
     // against the fp32 op on the original (unrounded) inputs: bf16 input + output rounding
     float *ref = DF_MALLOC(n_out * sizeof(float), "ref");
-    be->linear_forward(be, ref, in, w, b, M, K, N);
+    be->linear_forward(be, ref, in, w, b, NULL, M, K, N);
     check_close("bf16 vs fp32 on fp32 inputs", got, ref, n_out, 1e-2);
 
     // against a double GEMM of the bf16-rounded inputs: only the output rounding (2^-9 relative) is left
@@ -128,13 +128,50 @@ static void test_bf16(Backend *be, TestRng *rng, int M, int K, int N, bool with_
         if (fabs((double)got[i] - ref[i]) > fabs((double)ref[i]) * (1.0 / 128) + 1e-5) far++;
     CHECK(far == 0, "bf16: %zu of %zu outputs off by more than 2^-7 relative", far, n_out);
     // exactly the documented recipe: fp32 GEMM of the widened inputs, one round-to-nearest-even at the end
-    be->linear_forward(be, ref, in_r, w_r, b, M, K, N);
+    be->linear_forward(be, ref, in_r, w_r, b, NULL, M, K, N);
     size_t mismatched = 0;
     for (size_t i = 0; i < n_out; i++) mismatched += out16[i] != f32_to_bf16(ref[i]);
     CHECK(mismatched == 0, "bf16: %zu of %zu outputs differ from round(fp32 GEMM of widened inputs)", mismatched,
           n_out);
 
     free(in); free(w); free(b); free(in16); free(w16); free(out16); free(got); free(ref); free(in_r); free(w_r);
+}
+
+// ---- the residual added in the forward --------------------------------------------------------------------
+
+// fp32: out = in·Wᵀ + b + res against a naive double sum, separately and in place (res == out); bf16: one rounding
+// of the fp32 op given the widened residual, in place too.
+static void test_residual(Backend *be, TestRng *rng, int M, int K, int N, bool with_bias) {
+    char tag[96];
+    snprintf(tag, sizeof tag, "linear + residual M=%d K=%d N=%d bias=%d", M, K, N, with_bias);
+    printf("%s\n", tag);
+    const size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
+    float *in = test_alloc_normal(rng, n_in, 1.0f), *w = test_alloc_normal(rng, n_w, 0.5f);
+    float *b = with_bias ? test_alloc_normal(rng, N, 1.0f) : NULL, *res = test_alloc_normal(rng, n_out, 1.0f);
+    float *out = host_poison(n_out), *want = DF_MALLOC(n_out * sizeof(float), "want");
+    naive_forward(want, in, w, b, M, K, N);
+    for (size_t i = 0; i < n_out; i++) want[i] += res[i];
+    be->linear_forward(be, out, in, w, b, res, M, K, N);
+    check_named(tag, "out (fp32)", out, want, n_out, 1e-6);
+    float *io = test_alloc_copy(res, n_out);
+    be->linear_forward(be, io, in, w, b, io, M, K, N);
+    CHECK(bitwise_equal(io, out, n_out * 4), "%s: residual in place (res == out) equals the separate result", tag);
+
+    uint16_t *in16 = bf16_round_new(in, n_in), *w16 = bf16_round_new(w, n_w), *res16 = bf16_round_new(res, n_out);
+    uint16_t *out16 = host_poison_bf16(n_out);
+    float *in_w = bf16_widen_new(in16, n_in), *w_w = bf16_widen_new(w16, n_w), *res_w = bf16_widen_new(res16, n_out);
+    be->linear_forward_bf16(be, out16, in16, w16, b, res16, M, K, N);
+    be->linear_forward(be, want, in_w, w_w, b, res_w, M, K, N);
+    size_t mismatched = 0;
+    for (size_t i = 0; i < n_out; i++) mismatched += out16[i] != f32_to_bf16(want[i]);
+    CHECK(mismatched == 0, "%s: bf16: %zu of %zu outputs differ from round(fp32 op with the widened residual)", tag,
+          mismatched, n_out);
+    uint16_t *io16 = DF_MALLOC(n_out * 2, "io16");
+    memcpy(io16, res16, n_out * 2);
+    be->linear_forward_bf16(be, io16, in16, w16, b, io16, M, K, N);
+    CHECK(bitwise_equal(io16, out16, n_out * 2), "%s: bf16 residual in place equals the separate result", tag);
+    void *host[] = {in, w, b, res, out, want, io, in16, w16, res16, out16, in_w, w_w, res_w, io16};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
 int main(void) {
@@ -150,6 +187,9 @@ int main(void) {
     test_bf16(be, &rng, 7, 13, 5, true);
     test_bf16(be, &rng, 33, 65, 19, false);
     test_bf16(be, &rng, 64, 96, 40, true);
+    test_residual(be, &rng, 7, 13, 5, true);
+    test_residual(be, &rng, 33, 65, 19, false);
+    test_residual(be, &rng, 64, 96, 40, true);
     backend_destroy(be);
     return test_finish("test_cpu_linear");
 }

@@ -154,7 +154,7 @@ static void test_linear(Backend *be) {
 
         float *out = alloc_fill((size_t)M * N, NAN), *d_in = alloc_fill((size_t)M * K, NAN);
         float *d_w = alloc_fill((size_t)N * K, 0.0f), *d_b = cases[c].bias ? alloc_fill(N, 0.0f) : NULL;
-        be->linear_forward(be, out, in, w, b, M, K, N);
+        be->linear_forward(be, out, in, w, b, NULL, M, K, N);
         be->linear_backward(be, d_in, d_w, d_b, d_out, in, w, M, K, N);
         cmp(cs, "linear out", out, want, (size_t)M * N, TOL_F32);
         cmp(cs, "linear grad_in", d_in, want_din, (size_t)M * K, TOL_F32);

@@ -24,7 +24,7 @@ static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int
     // CPU reference.
     float *out_c = host_poison(n_out), *din_c = host_poison(n_in);
     float *dw_c = test_alloc_copy(dw0, n_w), *db_c = test_alloc_copy(db0, (size_t)N);
-    cpu->linear_forward(cpu, out_c, in, w, bias_arg, M, K, N);
+    cpu->linear_forward(cpu, out_c, in, w, bias_arg, NULL, M, K, N);
     cpu->linear_backward(cpu, din_c, dw_c, db_c, d_out, in, w, M, K, N);
 
     // CUDA.
@@ -32,7 +32,7 @@ static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int
     float *g_bias = dev_upload(gpu, bias, (size_t)N), *g_dout = dev_upload(gpu, d_out, n_out);
     float *g_out = dev_poison(gpu, n_out), *g_din = dev_poison(gpu, n_in);
     float *g_dw = dev_upload(gpu, dw0, n_w), *g_db = dev_upload(gpu, db0, (size_t)N);
-    gpu->linear_forward(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
+    gpu->linear_forward(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, NULL, M, K, N);
     gpu->linear_backward(gpu, g_din, g_dw, g_db, g_dout, g_in, g_w, M, K, N);
     float *out_g = dev_download_new(gpu, g_out, n_out), *din_g = dev_download_new(gpu, g_din, n_in);
     float *dw_g = dev_download_new(gpu, g_dw, n_w), *db_g = dev_download_new(gpu, g_db, (size_t)N);
@@ -49,7 +49,7 @@ static void test_linear_f32(Backend *cpu, Backend *gpu, TestRng *rng, int M, int
     // Determinism: a second run from the same inputs into fresh (poisoned / re-prefilled) buffers.
     float *g_out2 = dev_poison(gpu, n_out), *g_din2 = dev_poison(gpu, n_in);
     float *g_dw2 = dev_upload(gpu, dw0, n_w), *g_db2 = dev_upload(gpu, db0, (size_t)N);
-    gpu->linear_forward(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
+    gpu->linear_forward(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, NULL, M, K, N);
     gpu->linear_backward(gpu, g_din2, g_dw2, g_db2, g_dout, g_in, g_w, M, K, N);
     float *out_g2 = dev_download_new(gpu, g_out2, n_out), *din_g2 = dev_download_new(gpu, g_din2, n_in);
     float *dw_g2 = dev_download_new(gpu, g_dw2, n_w), *db_g2 = dev_download_new(gpu, g_db2, (size_t)N);
@@ -88,13 +88,13 @@ static void test_linear_bf16(Backend *cpu, Backend *gpu, TestRng *rng, int M, in
     float *bias = test_alloc_normal(rng, (size_t)N, 0.5f);              // [N] fp32
 
     uint16_t *out_c = host_poison_bf16(n_out);  // [M, N] bf16
-    cpu->linear_forward_bf16(cpu, out_c, in, w, with_bias ? bias : NULL, M, K, N);
+    cpu->linear_forward_bf16(cpu, out_c, in, w, with_bias ? bias : NULL, NULL, M, K, N);
 
     uint16_t *g_in = dev_upload_bf16(gpu, in, n_in), *g_w = dev_upload_bf16(gpu, w, n_w);
     uint16_t *g_out = dev_poison_bf16(gpu, n_out), *g_out2 = dev_poison_bf16(gpu, n_out);
     float *g_bias = dev_upload(gpu, bias, (size_t)N);
-    gpu->linear_forward_bf16(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
-    gpu->linear_forward_bf16(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, M, K, N);
+    gpu->linear_forward_bf16(gpu, g_out, g_in, g_w, with_bias ? g_bias : NULL, NULL, M, K, N);
+    gpu->linear_forward_bf16(gpu, g_out2, g_in, g_w, with_bias ? g_bias : NULL, NULL, M, K, N);
     uint16_t *out_g = dev_download_bf16_new(gpu, g_out, n_out), *out_g2 = dev_download_bf16_new(gpu, g_out2, n_out);
 
     float *fc = bf16_widen_new(out_c, n_out), *fg = bf16_widen_new(out_g, n_out);
@@ -126,6 +126,54 @@ static void test_linear_bf16(Backend *cpu, Backend *gpu, TestRng *rng, int M, in
     free(fg);
 }
 
+// The residual added in the forward (the skip connection): CUDA against the CPU, fp32 and bf16, with and without
+// a bias, separately and in place (res == out: the GEMM's beta-1 path).
+static void test_linear_residual(Backend *cpu, Backend *gpu, TestRng *rng, int M, int K, int N, bool with_bias) {
+    char tag[96];
+    snprintf(tag, sizeof tag, "linear + residual M=%d K=%d N=%d%s", M, K, N, with_bias ? " +bias" : "");
+    printf("%s\n", tag);
+    const size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
+    float *in = test_alloc_normal(rng, n_in, 1.0f), *w = test_alloc_normal(rng, n_w, 1.0f / sqrtf((float)K));
+    float *bias = test_alloc_normal(rng, (size_t)N, 0.5f), *res = test_alloc_normal(rng, n_out, 1.0f);
+    const float *b = with_bias ? bias : NULL;
+    float *g_in = dev_upload(gpu, in, n_in), *g_w = dev_upload(gpu, w, n_w), *g_res = dev_upload(gpu, res, n_out);
+    float *g_b = dev_upload(gpu, bias, (size_t)N), *g_out = dev_poison(gpu, n_out);
+    float *out_c = host_poison(n_out);
+    cpu->linear_forward(cpu, out_c, in, w, b, res, M, K, N);
+    gpu->linear_forward(gpu, g_out, g_in, g_w, with_bias ? g_b : NULL, g_res, M, K, N);
+    float *out_g = dev_download_new(gpu, g_out, n_out);
+    check_named(tag, "out (fp32)", out_g, out_c, n_out, TOL_F32);
+    gpu->linear_forward(gpu, g_res, g_in, g_w, with_bias ? g_b : NULL, g_res, M, K, N);  // in place
+    float *io_g = dev_download_new(gpu, g_res, n_out);
+    check_named(tag, "out (fp32, residual in place)", io_g, out_c, n_out, TOL_F32);
+
+    uint16_t *in16 = bf16_round_new(in, n_in), *w16 = bf16_round_new(w, n_w), *res16 = bf16_round_new(res, n_out);
+    uint16_t *o16_c = host_poison_bf16(n_out);
+    cpu->linear_forward_bf16(cpu, o16_c, in16, w16, b, res16, M, K, N);
+    uint16_t *g_in16 = dev_upload_bf16(gpu, in16, n_in), *g_w16 = dev_upload_bf16(gpu, w16, n_w);
+    uint16_t *g_res16 = dev_upload_bf16(gpu, res16, n_out), *g_o16 = dev_poison_bf16(gpu, n_out);
+    gpu->linear_forward_bf16(gpu, g_o16, g_in16, g_w16, with_bias ? g_b : NULL, g_res16, M, K, N);
+    uint16_t *o16_g = dev_download_bf16_new(gpu, g_o16, n_out);
+    gpu->linear_forward_bf16(gpu, g_res16, g_in16, g_w16, with_bias ? g_b : NULL, g_res16, M, K, N);  // in place
+    uint16_t *io16_g = dev_download_bf16_new(gpu, g_res16, n_out);
+    float *fc = bf16_widen_new(o16_c, n_out), *fg = bf16_widen_new(o16_g, n_out), *fio = bf16_widen_new(io16_g, n_out);
+    check_named(tag, "out (bf16)", fg, fc, n_out, TOL_BF16);
+    check_named(tag, "out (bf16, residual in place)", fio, fc, n_out, TOL_BF16);
+    // one rounding of the whole sum on both sides: almost every value identical (a bias rounded to bf16, where
+    // cuBLASLt takes only that, may move a value by one step)
+    size_t far = 0;
+    for (size_t i = 0; i < n_out; i++)
+        if (fabsf(fg[i] - fc[i]) > 0.0079f * fabsf(fc[i]) + (with_bias ? 0.0040f * fabsf(bias[i % (size_t)N]) : 0.0f) +
+                                       1e-3f)
+            far++;
+    CHECK(far <= n_out / 100, "%s: bf16: %zu of %zu values more than one bf16 step from the CPU", tag, far, n_out);
+
+    void *dev[] = {g_in, g_w, g_res, g_b, g_out, g_in16, g_w16, g_res16, g_o16};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) gpu->free(gpu, dev[i]);
+    void *host[] = {in, w, bias, res, out_c, out_g, io_g, in16, w16, res16, o16_c, o16_g, io16_g, fc, fg, fio};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
 int main(void) {
     Backend *gpu = test_require_cuda();
     Backend *cpu = backend_cpu_create(0);
@@ -142,6 +190,11 @@ int main(void) {
     test_linear_bf16(cpu, gpu, &rng, 5, 7, 3, false);
     test_linear_bf16(cpu, gpu, &rng, 37, 53, 29, true);
     test_linear_bf16(cpu, gpu, &rng, 1000, 320, 640, true);
+
+    // with the residual: bias or not (cuBLASLt's BIAS or DEFAULT epilogue, C = the residual; in place: beta 1)
+    test_linear_residual(cpu, gpu, &rng, 37, 53, 29, true);
+    test_linear_residual(cpu, gpu, &rng, 33, 64, 24, false);
+    test_linear_residual(cpu, gpu, &rng, 1000, 320, 640, true);
 
     backend_destroy(cpu);
     backend_destroy(gpu);

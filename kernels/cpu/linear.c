@@ -1,10 +1,12 @@
 // linear.c — fully connected layer on the CPU (fp32 reference, OpenBLAS sgemm).
 //
-//   forward:  out [M, N] = in [M, K] · weight [N, K]ᵀ + bias [N]          (bias may be NULL)
+//   forward:  out [M, N] = in [M, K] · weight [N, K]ᵀ + bias [N] + residual [M, N]   (bias, residual may be
+//             NULL; residual may alias out: the GEMM accumulates onto residual + bias, beta = 1)
 //   backward: d_in     [M, K] = d_out · weight                            (written, =)
 //             d_weight [N, K] += d_outᵀ · in                              (accumulated, +=)
 //             d_bias   [N]    += Σ_m d_out[m, :]                          (accumulated, +=)
-//   bf16:     out [M, N] (bf16) = bf16→f32(in) · bf16→f32(weight)ᵀ + bias (fp32 GEMM, one rounding at the end)
+//   bf16:     out [M, N] (bf16) = bf16→f32(in) · bf16→f32(weight)ᵀ + bias + bf16→f32(residual) (fp32 GEMM, one
+//             rounding at the end)
 //   bf16 backward (the mixed-precision path; d_out, in, weight, d_in bf16; d_weight, d_bias fp32):
 //             d_in     [M, K] (bf16)  = bf16(f32(d_out) · f32(weight))           (written, =; one rounding)
 //             d_weight [N, K] (fp32) += f32(d_out)ᵀ · f32(in)                    (accumulated, +=)
@@ -40,16 +42,23 @@ void cpu_column_sum_accumulate(float *acc, const float *x, size_t rows, int cols
     }
 }
 
-void cpu_linear_forward(Backend *be, float *out, const float *in, const float *weight, const float *bias, int M,
-                        int K, int N) {
+void cpu_linear_forward(Backend *be, float *out, const float *in, const float *weight, const float *bias,
+                        const float *residual, int M, int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward: negative dimension");
     if (M == 0 || N == 0) return;
-    // Start from the bias (or zero) and let the GEMM add to it (beta = 1).
+    // Start from residual + bias (or zero) and let the GEMM add to it (beta = 1); residual may be out itself.
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         float *row = out + (size_t)m * N;  // [N]
-        if (bias) memcpy(row, bias, (size_t)N * sizeof(float));
-        else memset(row, 0, (size_t)N * sizeof(float));
+        const float *res = residual ? residual + (size_t)m * N : NULL;
+        if (res && bias)
+            for (int n = 0; n < N; n++) row[n] = res[n] + bias[n];
+        else if (res) {
+            if (res != row) memcpy(row, res, (size_t)N * sizeof(float));
+        } else if (bias)
+            memcpy(row, bias, (size_t)N * sizeof(float));
+        else
+            memset(row, 0, (size_t)N * sizeof(float));
     }
     if (K == 0) return;
     // out [M,N] += in [M,K] · weight[N,K]ᵀ
@@ -77,16 +86,17 @@ void cpu_linear_backward(Backend *be, float *d_in, float *d_weight, float *d_bia
 }
 
 void cpu_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
-                             const float *bias, int M, int K, int N) {
+                             const float *bias, const uint16_t *residual, int M, int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward_bf16: negative dimension");
     if (M == 0 || N == 0) return;
     size_t n_in = (size_t)M * K, n_w = (size_t)N * K, n_out = (size_t)M * N;
-    // One scratch block: in_f [M,K] | w_f [N,K] | out_f [M,N]
+    // One scratch block: in_f [M,K] | w_f [N,K] | out_f [M,N] (the widened residual first, when there is one)
     float *scratch = DF_MALLOC((n_in + n_w + n_out) * sizeof(float), "linear_forward_bf16 scratch");
     float *in_f = scratch, *w_f = scratch + n_in, *out_f = scratch + n_in + n_w;
     cpu_cast_bf16_to_f32(be, in_f, in, n_in);
     cpu_cast_bf16_to_f32(be, w_f, weight, n_w);
-    cpu_linear_forward(be, out_f, in_f, w_f, bias, M, K, N);
+    if (residual) cpu_cast_bf16_to_f32(be, out_f, residual, n_out);
+    cpu_linear_forward(be, out_f, in_f, w_f, bias, residual ? out_f : NULL, M, K, N);  // in place over the residual
     cpu_cast_f32_to_bf16(be, out, out_f, n_out);  // round to nearest even, once
     free(scratch);
 }

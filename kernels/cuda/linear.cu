@@ -1,23 +1,28 @@
 // linear.cu — fully connected layer on the GPU (cuBLAS GEMMs + small deterministic kernels).
 //
 // Contract (see LinearForwardFn / LinearBackwardFn in backend.h), all row-major:
-//   forward:  out [M, N] = in [M, K] · weight [N, K]ᵀ + bias [N]          (bias may be NULL; out is written)
+//   forward:  out [M, N] = in [M, K] · weight [N, K]ᵀ + bias [N] + residual [M, N]   (bias, residual may be NULL;
+//             out is written; a residual in out itself is the GEMM's C with beta 1, another is added with the bias)
 //   backward: d_in     [M, K]  = d_out [M, N] · weight [N, K]              (written, =)
 //             d_weight [N, K] += d_out [M, N]ᵀ · in [M, K]                 (accumulated, +=)
 //             d_bias   [N]    += Σ_m d_out [m, :]                          (accumulated, +=)
 //             any gradient pointer may be NULL (skipped); in/weight are only read for the gradients that
 //             need them, so a bias-only call may pass NULL for them (conv2d.cu uses this).
-//   bf16:     out [M, N] (bf16) = in [M, K] (bf16) · weight [N, K]ᵀ (bf16) + bias [N] (fp32), fp32
-//             accumulation and one rounding to bf16, by one of three paths (the first that applies):
-//               no bias     cublasGemmEx with a bf16 result: cuBLAS rounds the fp32 accumulators once;
-//               bias, Lt    cublasLtMatmul with the bias in its epilogue (CUBLASLT_EPILOGUE_BIAS, fp32 compute):
-//                           the bias is added to the fp32 accumulators before the one rounding; the output is
-//                           written once, 2 bytes per value. The bias vector is fp32 where cuBLASLt takes that;
-//                           else (its documented rule: the bias in the output's type) the bias rounded to bf16
-//                           first, a second rounding: the result may then be one bf16 step from the reference;
+//   bf16:     out [M, N] (bf16) = in [M, K] (bf16) · weight [N, K]ᵀ (bf16) + bias [N] (fp32) + residual [M, N]
+//             (bf16, may alias out), fp32 accumulation and one rounding to bf16, by one of three paths (the first
+//             that applies):
+//               no bias     (and no residual, or out itself) cublasGemmEx with a bf16 result, beta 1 onto the
+//                           residual: cuBLAS rounds the fp32 accumulators once;
+//               Lt          cublasLtMatmul with the bias in its epilogue (CUBLASLT_EPILOGUE_BIAS, fp32 compute)
+//                           and the residual as its C matrix (beta 1): both are added to the fp32 accumulators
+//                           before the one rounding; the output is written once, 2 bytes per value. The bias
+//                           vector is fp32 where cuBLASLt takes that; else (its documented rule: the bias in the
+//                           output's type) the bias rounded to bf16 first, a second rounding: the result may then
+//                           be one bf16 step from the reference;
 //               fallback    (cuBLASLt offers no algorithm for the shape, alignment or fp32 bias; or
 //                           DIFFURL_CUDA_LINEAR=gemmex) cublasGemmEx into an fp32 workspace, then a kernel adds
-//                           the bias and rounds: the same numbers, 8 more bytes of traffic per output value.
+//                           the bias and the residual and rounds: the same numbers, 8 more bytes of traffic per
+//                           output value.
 //             Lt algorithms are chosen once per (shape, operand alignments) by cuBLASLt's heuristic, restricted to
 //             no split-K reduction (deterministic; no reduced-precision partial sums).
 //   bf16 backward (LinearBackwardBf16Fn; d_out, in, weight, d_in bf16; d_weight, d_bias fp32):
@@ -89,17 +94,22 @@ __global__ void colsum_final_kernel(float *d_bias, const float *partial, int chu
     }
 }
 
-// out [M, N] += bias [N] broadcast over rows.
-__global__ void add_bias_rows_kernel(float *out, const float *bias, size_t total, int N) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        out[i] += bias[i % (size_t)N];
+// out [M, N] += residual [M, N] + bias [N] broadcast over rows (either may be NULL; the CPU's order of the adds).
+__global__ void add_bias_rows_kernel(float *out, const float *bias, const float *residual, size_t total, int N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const float r = residual ? residual[i] : 0.0f, b = bias ? bias[i % (size_t)N] : 0.0f;
+        out[i] += residual && bias ? r + b : residual ? r : b;
+    }
 }
 
-// out [M, N] (bf16) = round_bf16(acc [M, N] + bias [N]) (bias may be NULL); round to nearest even.
-__global__ void bias_to_bf16_kernel(__nv_bfloat16 *out, const float *acc, const float *bias, size_t total, int N) {
+// out [M, N] (bf16) = round_bf16(acc [M, N] + bias [N] + residual [M, N]) (bias, residual may be NULL; residual
+// may alias out); round to nearest even.
+__global__ void bias_to_bf16_kernel(__nv_bfloat16 *out, const float *acc, const float *bias,
+                                    const __nv_bfloat16 *residual, size_t total, int N) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         float v = acc[i];
         if (bias) v += bias[i % (size_t)N];
+        if (residual) v += __bfloat162float(residual[i]);
         out[i] = __float2bfloat16_rn(v);
     }
 }
@@ -129,19 +139,25 @@ static void colsum_accumulate(Backend *be, float *d_bias, const T *x, int M, int
 }
 
 extern "C" void cuda_linear_forward(Backend *be, float *out, const float *in, const float *weight,
-                                    const float *bias, int M, int K, int N) {
+                                    const float *bias, const float *residual, int M, int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward: negative dimension");
     if (M == 0 || N == 0) return;
     CudaState *st = cuda_state(be);
-    const float one = 1.0f, zero = 0.0f;
+    // a residual in out itself is accumulated onto by the GEMM (beta 1); another is added with the bias
+    const bool in_place = residual && residual == out;
+    const float one = 1.0f, beta = in_place ? 1.0f : 0.0f;
+    const float *res_add = in_place ? NULL : residual;
     // out [M,N] = in [M,K] · weight [N,K]ᵀ. Column-major: outᵀ (N×M, ld N) = weight (N×K) · inᵀ (K×M), where
     // weight (N×K) is the transpose (op T) of the buffer read as K×N with ld K, and inᵀ is the in buffer read
     // as K×M with ld K (op N).
-    if (K == 0) CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)M * N * sizeof(float), st->stream));  // empty sum
-    else CUBLAS_CHECK(cublasSgemm(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, weight, K, in, K, &zero, out, N));
-    if (bias) {
+    if (K == 0) {  // empty sum
+        if (!in_place) CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)M * N * sizeof(float), st->stream));
+    } else {
+        CUBLAS_CHECK(cublasSgemm(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, weight, K, in, K, &beta, out, N));
+    }
+    if (bias || res_add) {
         const size_t total = (size_t)M * N;
-        add_bias_rows_kernel<<<cuda_blocks(total, 256), 256, 0, st->stream>>>(out, bias, total, N);
+        add_bias_rows_kernel<<<cuda_blocks(total, 256), 256, 0, st->stream>>>(out, bias, res_add, total, N);
         CUDA_LAUNCH_CHECK("add_bias_rows_kernel");
     }
 }
@@ -172,19 +188,19 @@ extern "C" void cuda_linear_backward(Backend *be, float *d_in, float *d_weight, 
     if (d_bias) colsum_accumulate(be, d_bias, d_out, M, N);  // [N] += Σ_m d_out [m, :]
 }
 
-// C (m×n, ld m, bf16) = op_a(A) · B (k×n, ld k), A bf16 with ld k (op T: stored k×m) or ld m (op N: stored m×k),
-// fp32 accumulation rounded to bf16 once. By default cuBLAS may reduce split-K partials in the output type, so
-// for this call reductions are forced to stay fp32 (the handle's math mode is restored after).
+// C (m×n, ld m, bf16) = op_a(A) · B (k×n, ld k) + beta·C, A bf16 with ld k (op T: stored k×m) or ld m (op N:
+// stored m×k), fp32 accumulation rounded to bf16 once. By default cuBLAS may reduce split-K partials in the output
+// type, so for this call reductions are forced to stay fp32 (the handle's math mode is restored after).
 static void gemm_bf16_result(CudaState *st, cublasOperation_t op_a, int m, int n, int k, const void *A, const void *B,
-                             void *C) {
-    const float one = 1.0f, zero = 0.0f;
+                             void *C, float beta) {
+    const float one = 1.0f;
     cublasMath_t mode;
     CUBLAS_CHECK(cublasGetMathMode(st->cublas, &mode));
     const cublasMath_t fp32_reductions = (cublasMath_t)(mode | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
     CUBLAS_CHECK(cublasSetMathMode(st->cublas, fp32_reductions));
     const int lda = op_a == CUBLAS_OP_T ? k : m;
     CUBLAS_CHECK(cublasGemmEx(st->cublas, op_a, CUBLAS_OP_N, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, k,
-                              &zero, C, CUDA_R_16BF, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              &beta, C, CUDA_R_16BF, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     CUBLAS_CHECK(cublasSetMathMode(st->cublas, mode));
 }
 
@@ -202,8 +218,9 @@ static void gemm_bf16_result(CudaState *st, cublasOperation_t op_a, int m, int n
 
 typedef struct {
     bool used, ok, bias_bf16;
+    bool has_bias, has_residual;  // the BIAS epilogue; C = the residual with beta 1 (else C = D, beta 0)
     int device, M, K, N;
-    int align[4];  // bytes: weight, in, out, bias (the promises the algorithm was chosen under)
+    int align[5];  // bytes: weight, in, out, bias, residual (the promises the algorithm was chosen under)
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;  // weight (K×N, ld K, op T), inᵀ (K×M, ld K), outᵀ (N×M, ld N)
     cublasLtMatmulAlgo_t algo;
@@ -250,10 +267,13 @@ static const void *alignment_probe(int align) { return (const void *)(uintptr_t)
 // all stops here.
 static bool lt_find_algo(CudaState *st, LtPlan *p, cublasLtMatmulPreference_t pref, int bias_align,
                          cudaDataType_t bias_type) {
-    const int32_t type = bias_type;
-    const void *bias = alignment_probe(bias_align);
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (p->has_bias) {  // (bias_align 0: no bias, nothing to set)
+        const int32_t type = bias_type;
+        const void *bias = alignment_probe(bias_align);
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type,
+                                                    sizeof type));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(st->cublaslt, p->desc, p->a, p->b, p->d, p->d, pref, 1,
@@ -268,13 +288,15 @@ static bool lt_find_algo(CudaState *st, LtPlan *p, cublasLtMatmulPreference_t pr
 
 // The plan for this call (building it on first use). The returned pointer is valid until the next lt_plan_get.
 static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, const void *out, const float *bias,
-                           int M, int K, int N) {
+                           const void *residual, int M, int K, int N) {
     CudaState *st = cuda_state(be);
-    const int align[4] = {ptr_alignment(weight), ptr_alignment(in), ptr_alignment(out), ptr_alignment(bias)};
+    const bool has_bias = bias != NULL, has_residual = residual != NULL;
+    const int align[5] = {ptr_alignment(weight), ptr_alignment(in), ptr_alignment(out),
+                          has_bias ? ptr_alignment(bias) : 16, has_residual ? ptr_alignment(residual) : 16};
     for (int i = 0; i < LT_PLAN_SLOTS; i++) {
         LtPlan *p = &lt_plans[i];
-        if (p->used && p->device == st->device && p->M == M && p->K == K && p->N == N &&
-            memcmp(p->align, align, sizeof align) == 0)
+        if (p->used && p->device == st->device && p->M == M && p->K == K && p->N == N && p->has_bias == has_bias &&
+            p->has_residual == has_residual && memcmp(p->align, align, sizeof align) == 0)
             return p;
     }
     LtPlan *p = NULL;
@@ -287,10 +309,11 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
     }
     p->used = true;
     p->device = st->device, p->M = M, p->K = K, p->N = N;
+    p->has_bias = has_bias, p->has_residual = has_residual;
     memcpy(p->align, align, sizeof align);
 
     const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cublasLtEpilogue_t epilogue = has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
@@ -303,6 +326,7 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
     const uint64_t max_ws = LT_MAX_WORKSPACE;
     const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
     const uint32_t al_a = (uint32_t)align[0], al_b = (uint32_t)align[1], al_d = (uint32_t)align[2];
+    const uint32_t al_c = has_residual ? (uint32_t)align[4] : al_d;  // C: the residual, or D itself
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws,
                                                       sizeof max_ws));
@@ -312,15 +336,19 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
                                                       sizeof al_a));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
                                                       sizeof al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
-                                                      sizeof al_d));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c,
+                                                      sizeof al_c));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
                                                       sizeof al_d));
     // the fp32 bias at its own alignment; else the bf16 copy, at a 256-byte boundary of the workspace
-    p->ok = lt_find_algo(st, p, pref, align[3], CUDA_R_32F);
-    if (!p->ok) p->ok = p->bias_bf16 = lt_find_algo(st, p, pref, 16, CUDA_R_16BF);
+    if (!has_bias) {
+        p->ok = lt_find_algo(st, p, pref, 0, CUDA_R_32F);
+    } else {
+        p->ok = lt_find_algo(st, p, pref, align[3], CUDA_R_32F);
+        if (!p->ok) p->ok = p->bias_bf16 = lt_find_algo(st, p, pref, 16, CUDA_R_16BF);
+    }
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-    lt_report_tier(p);
+    if (has_bias) lt_report_tier(p);
     return p;
 }
 
@@ -335,36 +363,43 @@ static bool lt_bias_from_env(void) {
 }
 
 extern "C" void cuda_linear_forward_bf16(Backend *be, uint16_t *out, const uint16_t *in, const uint16_t *weight,
-                                         const float *bias, int M, int K, int N) {
+                                         const float *bias, const uint16_t *residual, int M, int K, int N) {
     DF_CHECK(M >= 0 && K >= 0 && N >= 0, "linear_forward_bf16: negative dimension");
     if (M == 0 || N == 0) return;
     CudaState *st = cuda_state(be);
     const float one = 1.0f, zero = 0.0f;
-    if (K > 0 && !bias) {  // out (bf16) straight from the GEMM (the mapping of cuda_linear_forward)
-        gemm_bf16_result(st, CUBLAS_OP_T, N, M, K, weight, in, out);
+    const bool in_place = residual && (const void *)residual == (const void *)out;
+    if (K > 0 && !bias && (!residual || in_place)) {
+        // out (bf16) straight from the GEMM (the mapping of cuda_linear_forward), accumulated onto itself (beta 1)
+        // when it holds the residual
+        gemm_bf16_result(st, CUBLAS_OP_T, N, M, K, weight, in, out, in_place ? 1.0f : 0.0f);
         return;
     }
     static const bool lt_enabled = lt_bias_from_env();  // thread-safe one-time initialisation (C++11)
     if (K > 0 && lt_enabled) {
-        LtPlan *p = lt_plan_get(be, weight, in, out, bias, M, K, N);
+        LtPlan *p = lt_plan_get(be, weight, in, out, bias, residual, M, K, N);
         if (p->ok) {
             // one workspace request: cuBLASLt's [ws, rounded up to 256 bytes] | the bf16 bias [N] (bias_bf16)
             const size_t ws_round = (p->ws + 255) / 256 * 256;
             const size_t ws_total = ws_round + (p->bias_bf16 ? 2 * (size_t)N : 0);
             char *base = ws_total ? (char *)cuda_workspace(be, ws_total) : NULL;
             void *ws = p->ws ? base : NULL;
-            const void *bias_arg = bias;
-            if (p->bias_bf16) {
-                uint16_t *bias16 = (uint16_t *)(base + ws_round);
-                cuda_cast_f32_to_bf16(be, bias16, bias, (size_t)N);
-                bias_arg = bias16;
+            if (bias) {
+                const void *bias_arg = bias;
+                if (p->bias_bf16) {
+                    uint16_t *bias16 = (uint16_t *)(base + ws_round);
+                    cuda_cast_f32_to_bf16(be, bias16, bias, (size_t)N);
+                    bias_arg = bias16;
+                }
+                CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_arg,
+                                                            sizeof bias_arg));
             }
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_arg,
-                                                        sizeof bias_arg));
             // outᵀ (N×M, ld N) = weight (op T of the K×N buffer) · inᵀ (K×M) + bias per row of outᵀ (= per output
-            // feature); C is D with beta 0, so it is not read
-            const cublasStatus_t ms = cublasLtMatmul(st->cublaslt, p->desc, &one, weight, p->a, in, p->b, &zero, out,
-                                                     p->d, out, p->d, &p->algo, ws, p->ws, st->stream);
+            // feature) + C, C the residual (beta 1, the same layout as D; may be D itself) or D with beta 0 (not read)
+            const void *c = residual ? (const void *)residual : (const void *)out;
+            const cublasStatus_t ms = cublasLtMatmul(st->cublaslt, p->desc, &one, weight, p->a, in, p->b,
+                                                     residual ? &one : &zero, c, p->d, out, p->d, &p->algo, ws, p->ws,
+                                                     st->stream);
             if (ms == CUBLAS_STATUS_SUCCESS) return;
             if (ms != CUBLAS_STATUS_NOT_SUPPORTED && ms != CUBLAS_STATUS_INVALID_VALUE)
                 CUBLAS_CHECK(ms);  // stops with the status
@@ -378,12 +413,13 @@ extern "C" void cuda_linear_forward_bf16(Backend *be, uint16_t *out, const uint1
     float *acc = (float *)cuda_workspace(be, total * sizeof(float));  // [M, N] fp32 GEMM result
     // Same mapping as cuda_linear_forward: accᵀ (N×M, ld N) = weight (N×K, op T of the K×N buffer, ld K) ·
     // inᵀ (K×M, ld K). bf16 inputs, fp32 accumulation (CUBLAS_COMPUTE_32F, no reduced-precision reductions)
-    // and an fp32 result, so the bias add below happens before the only rounding to bf16.
+    // and an fp32 result, so the bias and residual adds below happen before the only rounding to bf16.
     if (K == 0) CUDA_CHECK(cudaMemsetAsync(acc, 0, total * sizeof(float), st->stream));  // empty sum
     else CUBLAS_CHECK(cublasGemmEx(st->cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, weight, CUDA_R_16BF, K, in,
                                    CUDA_R_16BF, K, &zero, acc, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT));
-    bias_to_bf16_kernel<<<cuda_blocks(total, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, acc, bias, total, N);
+    bias_to_bf16_kernel<<<cuda_blocks(total, 256), 256, 0, st->stream>>>(
+        (__nv_bfloat16 *)out, acc, bias, (const __nv_bfloat16 *)residual, total, N);
     CUDA_LAUNCH_CHECK("bias_to_bf16_kernel");
 }
 
@@ -400,7 +436,7 @@ extern "C" void cuda_linear_backward_bf16(Backend *be, uint16_t *d_in, float *d_
             // d_in [M,K] = d_out [M,N] · weight [N,K]; the mapping of cuda_linear_backward: d_inᵀ (K×M, ld K) =
             // weightᵀ (K×N: the weight buffer read as K×N with ld K, op N) · d_outᵀ (N×M: the d_out buffer read as
             // N×M with ld N, op N).
-            gemm_bf16_result(st, CUBLAS_OP_N, K, M, N, weight, d_out, d_in);
+            gemm_bf16_result(st, CUBLAS_OP_N, K, M, N, weight, d_out, d_in, 0.0f);
         }
     }
     if (d_weight && N > 0 && K > 0 && M > 0) {
