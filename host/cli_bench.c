@@ -562,6 +562,34 @@ static void reserve_free(Backend *be, void *ptr) {
     DF_FATAL("bench unet: freeing %p, which the FLOP counter never handed out", ptr);
 }
 
+// A UNet on `be` (a counting backend with reserved memory, or a wrapper of one) with one step's inputs and outputs,
+// all reservations nothing touches.
+typedef struct {
+    Backend *be;
+    UNet *m;
+    float *sample, *t, *ctx, *out, *d_out;  // [B, H, W, Cin], [B], [B, L, D], [B, H, W, Cout] x2
+} CountedUNet;
+
+static CountedUNet counted_unet(Backend *be, const UNetConfig *cfg, int B, int H, int W, int L,
+                                UNetPrecision precision, bool recompute) {
+    CountedUNet c = {.be = be, .m = unet_create(cfg, be)};
+    unet_set_precision(c.m, precision);
+    unet_set_recompute(c.m, recompute);
+    const size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
+    c.sample = be->alloc(be, n_in * sizeof(float));
+    c.t = be->alloc(be, (size_t)B * sizeof(float));
+    c.ctx = be->alloc(be, (size_t)B * L * cfg->cross_attention_dim * sizeof(float));
+    c.out = be->alloc(be, n_out * sizeof(float));
+    c.d_out = be->alloc(be, n_out * sizeof(float));
+    return c;
+}
+
+static void counted_unet_free(CountedUNet *c) {
+    float *bufs[5] = {c->sample, c->t, c->ctx, c->out, c->d_out};
+    for (int i = 0; i < 5; i++) c->be->free(c->be, bufs[i]);
+    unet_free(c->m);
+}
+
 // FLOPs of one forward and of one backward (parameter gradients, no input gradients) for the whole batch;
 // also the activation arena unet_prepare sizes for this shape.
 static void count_unet_flops(const UNetConfig *cfg, int B, int H, int W, int L, UNetPrecision precision,
@@ -569,25 +597,15 @@ static void count_unet_flops(const UNetConfig *cfg, int B, int H, int W, int L, 
     Backend *be = backend_counting_create();
     be->alloc = reserve_alloc;
     be->free = reserve_free;
-    UNet *m = unet_create(cfg, be);
-    unet_set_precision(m, precision);
-    unet_set_recompute(m, recompute);
-    *nparams = unet_num_params(m);
-    size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
-    float *sample = be->alloc(be, n_in * sizeof(float));                                 // [B, H, W, Cin]
-    float *t = be->alloc(be, (size_t)B * sizeof(float));                                 // [B]
-    float *ctx = be->alloc(be, (size_t)B * L * cfg->cross_attention_dim * sizeof(float));  // [B, L, D]
-    float *out = be->alloc(be, n_out * sizeof(float));                                   // [B, H, W, Cout]
-    float *d_out = be->alloc(be, n_out * sizeof(float));                                 // [B, H, W, Cout]
-    *arena_bytes = unet_prepare(m, B, H, W, L);  // its dry run uses a counter of its own
-    unet_forward(m, out, sample, t, ctx, B, H, W, L);
+    CountedUNet c = counted_unet(be, cfg, B, H, W, L, precision, recompute);
+    *nparams = unet_num_params(c.m);
+    *arena_bytes = unet_prepare(c.m, B, H, W, L);  // its dry run uses a counter of its own
+    unet_forward(c.m, c.out, c.sample, c.t, c.ctx, B, H, W, L);
     *fwd = backend_counting_flops(be);
     backend_counting_reset(be);
-    unet_backward(m, NULL, NULL, d_out);
+    unet_backward(c.m, NULL, NULL, c.d_out);
     *bwd = backend_counting_flops(be);
-    float *bufs[5] = {sample, t, ctx, out, d_out};
-    for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
-    unet_free(m);
+    counted_unet_free(&c);
     backend_destroy(be);
 }
 
@@ -1020,24 +1038,14 @@ static void print_roofline(const UNetConfig *cfg, int B, int H, int W, int L, UN
     counter->alloc = reserve_alloc;
     counter->free = reserve_free;
     Backend *be = profiling_backend(counter);
-    UNet *m = unet_create(cfg, be);
-    unet_set_precision(m, precision);
-    unet_set_recompute(m, recompute);
-    size_t n_in = (size_t)B * H * W * cfg->in_channels, n_out = (size_t)B * H * W * cfg->out_channels;
-    float *sample = be->alloc(be, n_in * sizeof(float));                                 // [B, H, W, Cin]
-    float *t = be->alloc(be, (size_t)B * sizeof(float));                                 // [B]
-    float *ctx = be->alloc(be, (size_t)B * L * cfg->cross_attention_dim * sizeof(float));  // [B, L, D]
-    float *out = be->alloc(be, n_out * sizeof(float));                                   // [B, H, W, Cout]
-    float *d_out = be->alloc(be, n_out * sizeof(float));                                 // [B, H, W, Cout]
-    unet_prepare(m, B, H, W, L);
+    CountedUNet c = counted_unet(be, cfg, B, H, W, L, precision, recompute);
+    unet_prepare(c.m, B, H, W, L);
     prof_nrows = 0;
     prof_on = true;
-    unet_forward(m, out, sample, t, ctx, B, H, W, L);
-    unet_backward(m, NULL, NULL, d_out);
+    unet_forward(c.m, c.out, c.sample, c.t, c.ctx, B, H, W, L);
+    unet_backward(c.m, NULL, NULL, c.d_out);
     prof_on = false;
-    float *bufs[5] = {sample, t, ctx, out, d_out};
-    for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
-    unet_free(m);
+    counted_unet_free(&c);
     free(be);
     backend_destroy(prof_counter);
     backend_destroy(counter);
