@@ -3,9 +3,13 @@
 # Builds for sm_90, runs the GPU test suite (every CUDA op against the CPU op on random inputs), then the
 # op benchmarks, and prints one short table last. Logs go to $OUT (or ./gpu_check_out when unset).
 #
-#   bench/gpu_check.sh [--quick] [--cpu-tests]
-#     --quick: GPU tests only, no benchmarks; --cpu-tests: also the CPU suite on this machine (CI runs it on
-#     every commit, so by default the lent device's minutes go to the GPU tests and the benchmarks)
+#   bench/gpu_check.sh [--quick | --bench-only] [--cpu-tests]
+#     --quick: GPU tests only, no benchmarks; --bench-only: benchmarks only (the build is incremental);
+#     --cpu-tests: also the CPU suite on this machine (CI runs it on every commit, so by default the lent device's
+#     minutes go to the GPU tests and the benchmarks)
+# The device tool allows 600 s per command: run `--quick` (build + GPU tests) and then `--bench-only` (benchmarks
+# and the summary) as two calls on the warm machine; each benchmark command is capped at BENCH_TIMEOUT seconds
+# (default 150; the PyTorch comparisons at 240).
 #
 # Dependencies the GPU image may lack (OpenBLAS, cJSON, stb) travel as Debian .deb files in .deps/
 # (made by scripts/setup.sh --download-debs) and are unpacked into /tmp/deps when missing.
@@ -14,14 +18,19 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 quick=0
+bench_only=0
 cpu_tests=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --bench-only) bench_only=1 ;;
     --cpu-tests) cpu_tests=1 ;;
-    *) echo "gpu_check.sh: unknown option $arg (use --quick, --cpu-tests)"; exit 2 ;;
+    *) echo "gpu_check.sh: unknown option $arg (use --quick, --bench-only, --cpu-tests)"; exit 2 ;;
   esac
 done
+if [ $quick -eq 1 ] && [ $bench_only -eq 1 ]; then echo "gpu_check.sh: --quick and --bench-only exclude each other"; exit 2; fi
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-150}
+bt() { timeout "$BENCH_TIMEOUT" "$@"; }  # one benchmark command, capped
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*"; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/nvidia_smi.txt"
@@ -70,10 +79,13 @@ cmake --build build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error"
 log "built in $(( $(date +%s) - t0 )) s"
 ./build-gpu/diffurl --version | tee "$OUT/version.txt"
 
-log "GPU tests"
-(cd build-gpu && ctest -L gpu --output-on-failure --timeout 300 -j4) >"$OUT/ctest_gpu.log" 2>&1
-gpu_rc=$?
-grep -E "tests passed|Failed|Passed|\*\*\*" "$OUT/ctest_gpu.log" | tail -30
+gpu_rc=skipped
+if [ $bench_only -eq 0 ]; then
+  log "GPU tests"
+  (cd build-gpu && ctest -L gpu --output-on-failure --timeout 300 -j4) >"$OUT/ctest_gpu.log" 2>&1
+  gpu_rc=$?
+  grep -E "tests passed|Failed|Passed|\*\*\*" "$OUT/ctest_gpu.log" | tail -30
+fi
 cpu_rc=skipped
 if [ $cpu_tests -eq 1 ]; then
   log "CPU tests (same build)"
@@ -84,36 +96,36 @@ fi
 
 if [ $quick -eq 0 ]; then
   log "op benchmarks (cuda, sd preset)"
-  ./build-gpu/diffurl bench ops --device cuda --json "$OUT/bench_ops_cuda.json" >"$OUT/bench_ops_cuda.txt" 2>&1
+  bt ./build-gpu/diffurl bench ops --device cuda --json "$OUT/bench_ops_cuda.json" >"$OUT/bench_ops_cuda.txt" 2>&1
   bench_rc=$?
   log "bf16 attention on the other device paths (FFMA fused kernels, cuBLAS, tensor cores without cp.async)"
   for path in fma gemm tc-sync; do
-    DIFFURL_CUDA_ATTENTION=$path ./build-gpu/diffurl bench ops --device cuda --filter attn \
+    DIFFURL_CUDA_ATTENTION=$path bt ./build-gpu/diffurl bench ops --device cuda --filter attn \
         >"$OUT/bench_attn_$path.txt" 2>&1 || bench_rc=$?
   done
   log "bf16 linear forward with its bias through the fallback (cublasGemmEx into fp32 + a bias kernel)"
-  DIFFURL_CUDA_LINEAR=gemmex ./build-gpu/diffurl bench ops --device cuda --filter linear_bf16 \
+  DIFFURL_CUDA_LINEAR=gemmex bt ./build-gpu/diffurl bench ops --device cuda --filter linear_bf16 \
       >"$OUT/bench_linear_gemmex.txt" 2>&1 || bench_rc=$?
   log "bf16 conv backward with 256 MiB im2col chunks (the default picks L2-sized chunks where they save bytes)"
-  DIFFURL_CONV_COL_MB=256 ./build-gpu/diffurl bench ops --device cuda --filter conv \
+  DIFFURL_CONV_COL_MB=256 bt ./build-gpu/diffurl bench ops --device cuda --filter conv \
       >"$OUT/bench_conv_col256.txt" 2>&1 || bench_rc=$?
   log "UNet and sampling benchmarks (cuda, SD-1.5 config, fp32)"
-  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 2 --res 64 --device cuda --iters 5 \
+  bt ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 2 --res 64 --device cuda --iters 5 \
       >"$OUT/bench_unet_sd15.txt" 2>&1 || bench_rc=$?
-  ./build-gpu/diffurl bench sample --config bench/configs/sd15.json --batch 8 --res 64 --steps 20 --device cuda \
+  bt ./build-gpu/diffurl bench sample --config bench/configs/sd15.json --batch 8 --res 64 --steps 20 --device cuda \
       --iters 2 >"$OUT/bench_sample_sd15.txt" 2>&1 || bench_rc=$?
   log "UNet benchmark (cuda, SD-1.5 config, bf16 mixed precision, batch 8)"
-  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --iters 5 \
+  bt ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --iters 5 \
       --precision bf16 --profile >"$OUT/bench_unet_sd15_bf16.txt" 2>&1 || bench_rc=$?
-  ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --precision bf16 --plan \
+  bt ./build-gpu/diffurl bench unet --config bench/configs/sd15.json --batch 8 --res 64 --precision bf16 --plan \
       --peak-tflops 790 --peak-gbs 4300 >"$OUT/roofline_sd15_bf16.txt" 2>&1 || bench_rc=$?
   if python3 -c "import torch, diffusers" >/dev/null 2>&1; then
     log "diffusers eager bf16 on the same config (bench/compare_torch.py)"
-    python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda --dtype bf16 \
-        --iters 5 --diffurl ./build-gpu/diffurl --json "$OUT/compare_torch_sd15_bf16.json" \
+    timeout 240 python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda \
+        --dtype bf16 --iters 5 --diffurl ./build-gpu/diffurl --json "$OUT/compare_torch_sd15_bf16.json" \
         >"$OUT/compare_torch_sd15_bf16.txt" 2>&1 || bench_rc=$?
     log "diffusers under torch.autocast(bf16) (fp32 master weights, like diffurl's bf16): the like-for-like memory"
-    python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda \
+    timeout 240 python3 bench/compare_torch.py --config bench/configs/sd15.json --batch 8 --res 64 --device cuda \
         --dtype bf16-autocast --iters 5 --diffurl ./build-gpu/diffurl \
         --json "$OUT/compare_torch_sd15_bf16_autocast.json" >"$OUT/compare_torch_sd15_bf16_autocast.txt" 2>&1 \
         || bench_rc=$?
