@@ -79,19 +79,25 @@ cmake --build build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1 || { grep -E "error"
 log "built in $(( $(date +%s) - t0 )) s"
 ./build-gpu/diffurl --version | tee "$OUT/version.txt"
 
+# ctest LABEL TIMEOUT JOBS LINES: one label's tests into $OUT/ctest_LABEL.log, the last LINES of the verdicts shown;
+# its exit status is ctest's.
+run_ctest() {
+  (cd build-gpu && ctest -L "$1" --output-on-failure --timeout "$2" -j"$3") >"$OUT/ctest_$1.log" 2>&1
+  local rc=$?
+  grep -E "tests passed|Failed|Passed|\*\*\*" "$OUT/ctest_$1.log" | tail -"$4"
+  return $rc
+}
 gpu_rc=skipped
 if [ $bench_only -eq 0 ]; then
   log "GPU tests"
-  (cd build-gpu && ctest -L gpu --output-on-failure --timeout 300 -j4) >"$OUT/ctest_gpu.log" 2>&1
+  run_ctest gpu 300 4 30
   gpu_rc=$?
-  grep -E "tests passed|Failed|Passed|\*\*\*" "$OUT/ctest_gpu.log" | tail -30
 fi
 cpu_rc=skipped
 if [ $cpu_tests -eq 1 ]; then
   log "CPU tests (same build)"
-  (cd build-gpu && ctest -L cpu --output-on-failure --timeout 600 -j8) >"$OUT/ctest_cpu.log" 2>&1
+  run_ctest cpu 600 8 10
   cpu_rc=$?
-  grep -E "tests passed|Failed|\*\*\*" "$OUT/ctest_cpu.log" | tail -10
 fi
 
 if [ $quick -eq 0 ]; then
