@@ -204,10 +204,11 @@ static void gemm_bf16_result(CudaState *st, cublasOperation_t op_a, int m, int n
     CUBLAS_CHECK(cublasSetMathMode(st->cublas, mode));
 }
 
-// ---- bf16 forward: the bias in cuBLASLt's epilogue ------------------------------------------------------
+// ---- bf16 forward: bias and residual through cuBLASLt ---------------------------------------------------
 //
-// A plan per (device, M, K, N, operand alignments): the matmul descriptor (fp32 compute and scale; weight op T;
-// BIAS epilogue), the three layouts and the heuristic's first algorithm among those without split-K reduction,
+// A plan per (device, M, K, N, bias and residual present, operand alignments): the matmul descriptor (fp32 compute
+// and scale; weight op T; the BIAS epilogue when there is a bias, else DEFAULT; C = the residual with beta 1 when
+// there is one), the three layouts and the heuristic's first algorithm among those without split-K reduction,
 // within LT_MAX_WORKSPACE. The bias is offered as fp32 first; cuBLASLt documents the bias in D's type (bf16), so
 // when it has no fp32-bias algorithm the plan takes a bf16 bias (bias_bf16: each call rounds the fp32 bias into
 // the workspace first: a second rounding, so a result may be one bf16 step from the single-rounding reference).
@@ -355,8 +356,8 @@ static LtPlan *lt_plan_get(Backend *be, const void *weight, const void *in, cons
 }
 
 // DIFFURL_CUDA_LINEAR: "auto" (default) uses the Lt path where it applies; "gemmex" forces the fallback (for
-// A/B timing). Read once per process, at the first bf16 forward with a bias.
-static bool lt_bias_from_env(void) {
+// A/B timing). Read once per process, at the first bf16 forward with a bias or a separate residual.
+static bool lt_from_env(void) {
     const char *v = getenv("DIFFURL_CUDA_LINEAR");
     if (!v || !v[0] || strcmp(v, "auto") == 0) return true;
     if (strcmp(v, "gemmex") == 0) return false;
@@ -377,7 +378,7 @@ extern "C" void cuda_linear_forward_bf16(Backend *be, uint16_t *out, const uint1
         gemm_bf16_result(st, CUBLAS_OP_T, N, M, K, weight, in, out, in_place ? 1.0f : 0.0f);
         return;
     }
-    static const bool lt_enabled = lt_bias_from_env();  // thread-safe one-time initialisation (C++11)
+    static const bool lt_enabled = lt_from_env();  // thread-safe one-time initialisation (C++11)
     if (K > 0 && lt_enabled) {
         LtPlan *p = lt_plan_get(be, weight, in, out, bias, residual, M, K, N);
         if (p->ok) {
